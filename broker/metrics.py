@@ -1,0 +1,15 @@
+"""Broker counters, exposed in the Prometheus text format at GET /metrics."""
+
+from prometheus_client import Counter, Gauge
+
+connections = Gauge("gatehouse_mqtt_connections", "Open MQTT connections")
+auth_failures = Counter("gatehouse_mqtt_auth_failures_total", "Refused MQTT CONNECTs")
+acl_denials = Counter(
+    "gatehouse_mqtt_acl_denials_total", "Publishes, subscriptions and wills refused by the ACL", ["action"]
+)
+messages_in = Counter("gatehouse_mqtt_messages_in_total", "PUBLISH packets received from clients")
+messages_refused = Counter(
+    "gatehouse_mqtt_messages_refused_total", "Payloads refused by a handler (answered on the errors topic)"
+)
+handler_failures = Counter("gatehouse_mqtt_handler_failures_total", "Handler bugs (logged with a stack trace)")
+keepalive_expired = Counter("gatehouse_mqtt_keepalive_expired_total", "Connections dropped after keepalive")

@@ -1,0 +1,1 @@
+"""Gatehouse composition root: settings, certificates, the `gatehouse` command."""

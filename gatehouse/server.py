@@ -1,0 +1,170 @@
+"""`gatehouse serve`: database, telemetry writer, broker and HTTP on one loop, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from broker.server import GatehouseBroker
+from gatehouse import certs
+from gatehouse.settings import ConfigError, Settings
+from handlers.context import Context, Links
+from handlers.telemetry_writer import TelemetryWriter
+from http_api.app import build_app
+from models.db import close_db, init_db, ping
+
+log = logging.getLogger("gatehouse")
+
+
+def jwt_secret(settings: Settings) -> str:
+    if settings.auth.jwt_secret:
+        return settings.auth.jwt_secret
+    path = settings.data_dir / "jwt.secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def broker_config(settings: Settings, tls: certs.TlsFiles) -> dict[str, Any]:
+    b = settings.broker
+    # amqtt: every listener inherits unset fields from the one named "default", so "default" is
+    # the plain TCP listener (or unbound when MQTT/TCP is off).
+    listeners: dict[str, Any] = {
+        "default": {"type": "tcp", "bind": f"{b.host}:{b.mqtt_port}" if b.mqtt_port else None},
+    }
+    if b.mqtts_port:
+        listeners["tls"] = {
+            "type": "tcp",
+            "bind": f"{b.host}:{b.mqtts_port}",
+            "ssl": True,
+            "certfile": str(tls.certfile),
+            "keyfile": str(tls.keyfile),
+        }
+    if b.ws_port:
+        listeners["ws"] = {"type": "ws", "bind": f"{b.host}:{b.ws_port}"}
+    # No plugins: authentication and the ACL are methods of GatehouseBroker; amqtt's default set
+    # (loggers, $SYS) would cost about a third of throughput.
+    return {"listeners": listeners, "plugins": {}}
+
+
+class Gatehouse:
+    """The running process: start() brings every part up, stop() takes them down in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db: Any = None
+        self.writer: TelemetryWriter | None = None
+        self.broker: GatehouseBroker | None = None
+        self.runner: web.AppRunner | None = None
+        self.tls: certs.TlsFiles | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.tls = certs.ensure(s.certs_dir, s.tls.hostnames, s.tls.certfile, s.tls.keyfile, s.tls.cafile)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.db = await init_db(s.database_url)
+        self.writer = TelemetryWriter(s.telemetry.batch_max, s.telemetry.batch_delay_ms / 1000)
+        self.writer.start()
+        ctx = Context(
+            jwt_secret=jwt_secret(s),
+            writer=self.writer,
+            links=Links(
+                s.http.public_url.rstrip("/"),
+                s.broker.public_host,
+                s.broker.mqtt_port,
+                s.broker.mqtts_port,
+                s.broker.ws_port,
+            ),
+            access_token_minutes=s.auth.access_token_minutes,
+            refresh_token_days=s.auth.refresh_token_days,
+            history_page_max=s.telemetry.history_page_max,
+        )
+        if s.broker.allow_anonymous:
+            log.warning(
+                "!!! broker.allow_anonymous is ON: anyone can connect without credentials. "
+                "Use it for development and conformance tests only. !!!"
+            )
+        self.broker = GatehouseBroker(
+            broker_config(s, self.tls),
+            ctx,
+            allow_anonymous=s.broker.allow_anonymous,
+            keepalive_grace=s.broker.keepalive_grace_seconds,
+        )
+        ctx.effector = self.broker
+        await self.broker.start()
+        self.runner = web.AppRunner(build_app(ctx, self.health), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        if s.http.port:
+            await web.TCPSite(self.runner, s.http.host, s.http.port).start()
+        if s.http.https_port:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.tls.certfile, self.tls.keyfile)
+            await web.TCPSite(self.runner, s.http.host, s.http.https_port, ssl_context=context).start()
+
+    async def health(self) -> dict[str, Any]:
+        broker_ok = self.broker is not None and self.broker.transitions.state == "started"
+        try:
+            db_ok = await ping()
+        except Exception as exc:
+            log.warning("health: database check failed: %s", exc)
+            db_ok = False
+        return {
+            "broker": {
+                "status": "ok" if broker_ok else "down",
+                "connections": len(self.broker.sessions) if self.broker else 0,
+            },
+            "database": {
+                "status": "ok" if db_ok else "down",
+                "telemetry_pending": self.writer.pending if self.writer else 0,
+            },
+        }
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+        if self.broker:
+            await self.broker.shutdown()
+        if self.writer:
+            await self.writer.stop()
+        if self.db is not None:
+            await close_db(self.db)
+
+    def banner(self) -> str:
+        s = self.settings
+        ports = [
+            f"http={s.http.port}",
+            f"https={s.http.https_port}",
+            f"mqtt={s.broker.mqtt_port}",
+            f"mqtts={s.broker.mqtts_port}",
+            f"ws={s.broker.ws_port}",
+        ]
+        ca = self.tls.cafile if self.tls and self.tls.cafile else "(configured certificate)"
+        return f"gatehouse ready {' '.join(ports)} data_dir={Path(s.data_dir).resolve()} ca={ca}"
+
+
+async def serve(settings: Settings) -> None:
+    app = Gatehouse(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        print(app.banner(), flush=True)
+        print(f"Devices verify the broker with the CA at {app.tls.cafile if app.tls else ''}", flush=True)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await app.stop()
+        log.info("stopped")

@@ -1,0 +1,151 @@
+"""Accounts enough to own devices: create, log in, refresh, log out, who am I."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, Field
+from tortoise.exceptions import IntegrityError
+
+from handlers.context import Context
+from handlers.errors import Conflict, InvalidPayload, Unauthorized
+from handlers.secrets import (
+    decode_access_token,
+    digest,
+    hash_password,
+    issue_access_token,
+    new_secret,
+    verify_password,
+)
+from models.accounts import ACCOUNT_TYPES, RefreshToken, User
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user, as the doors see one."""
+
+    user_id: str
+    username: str
+    account_type: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.account_type == "gooee"
+
+
+def user_view(user: User) -> dict[str, object]:
+    return {
+        "id": str(user.id),
+        "username": user.username,
+        "account_type": user.account_type,
+        "account_status": user.account_status,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "phone_number": user.phone_number,
+        "created": user.created.isoformat(),
+        "modified": user.modified.isoformat(),
+    }
+
+
+def check_password_rules(password: str) -> None:
+    """spec/users.rst: 8+ characters with a lower-case letter, an upper-case letter and a digit."""
+    problems = []
+    if len(password) < 8:
+        problems.append("at least 8 characters")
+    if not any(c.islower() for c in password):
+        problems.append("a lowercase letter")
+    if not any(c.isupper() for c in password):
+        problems.append("an uppercase letter")
+    if not any(c.isdigit() for c in password):
+        problems.append("a number")
+    if problems:
+        raise InvalidPayload("password must contain " + ", ".join(problems), code="weak_password")
+
+
+async def create_user(username: str, password: str, account_type: str, *, active: bool = True) -> User:
+    """Create a user (the CLI's first administrator, later the users API)."""
+    if account_type not in ACCOUNT_TYPES:
+        raise InvalidPayload(f"account_type must be one of {', '.join(ACCOUNT_TYPES)}")
+    check_password_rules(password)
+    try:
+        return await User.create(
+            username=username,
+            password_hash=await hash_password(password),
+            account_type=account_type,
+            account_status="active" if active else "pending",
+            account_status_updated=datetime.now(UTC),
+        )
+    except IntegrityError as exc:
+        raise Conflict(f"user {username!r} already exists", code="duplicate_username") from exc
+
+
+async def _issue_tokens(ctx: Context, user: User) -> dict[str, object]:
+    access, expires_in = issue_access_token(
+        ctx.jwt_secret, str(user.id), ctx.access_token_minutes, account_type=user.account_type
+    )
+    refresh = new_secret()
+    await RefreshToken.create(
+        user=user,
+        token_hash=digest(refresh),
+        expires_at=datetime.now(UTC) + timedelta(days=ctx.refresh_token_days),
+    )
+    return {
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": expires_in,
+        "refresh_token": refresh,
+    }
+
+
+async def login(ctx: Context, req: LoginRequest) -> dict[str, object]:
+    user = await User.get_or_none(username=req.username)
+    ok = await verify_password(req.password, user.password_hash if user else "")
+    if not user or not ok:
+        raise Unauthorized("invalid username or password", code="invalid_credentials")
+    if user.account_status != "active":
+        raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
+    return await _issue_tokens(ctx, user)
+
+
+async def refresh(ctx: Context, req: RefreshRequest) -> dict[str, object]:
+    """Exchange a refresh token for new tokens; the old refresh token is used up (rotation)."""
+    token = await RefreshToken.get_or_none(token_hash=digest(req.refresh_token)).select_related("user")
+    now = datetime.now(UTC)
+    if token is None or token.revoked_at is not None or token.expires_at <= now:
+        raise Unauthorized("invalid or expired refresh token", code="refresh_invalid")
+    # Conditional update: of two concurrent refreshes with one token, exactly one wins.
+    won = await RefreshToken.filter(id=token.id, revoked_at=None).update(revoked_at=now)
+    if not won:
+        raise Unauthorized("invalid or expired refresh token", code="refresh_invalid")
+    if token.user.account_status != "active":
+        raise Unauthorized(f"account is {token.user.account_status}", code="account_not_active")
+    return await _issue_tokens(ctx, token.user)
+
+
+async def logout(req: RefreshRequest) -> None:
+    await RefreshToken.filter(token_hash=digest(req.refresh_token), revoked_at=None).update(
+        revoked_at=datetime.now(UTC)
+    )
+
+
+async def authenticate_jwt(ctx: Context, token: str) -> Principal:
+    claims = decode_access_token(ctx.jwt_secret, token)
+    user = await User.get_or_none(id=claims["sub"])
+    if user is None or user.account_status != "active":
+        raise Unauthorized("user no longer active", code="account_not_active")
+    return Principal(str(user.id), user.username, user.account_type)
+
+
+async def me(principal: Principal) -> dict[str, object]:
+    user = await User.get(id=principal.user_id)
+    return user_view(user)

@@ -1,0 +1,30 @@
+"""What handlers need from the running process, handed in by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handlers.effects import Effector, NullEffector
+from handlers.telemetry_writer import TelemetryWriter
+
+
+@dataclass(frozen=True)
+class Links:
+    """Addresses devices are told about in a claim response."""
+
+    public_url: str = ""
+    mqtt_host: str = "localhost"
+    mqtt_port: int = 1883
+    mqtts_port: int = 8883
+    ws_port: int = 8083
+
+
+@dataclass
+class Context:
+    jwt_secret: str
+    writer: TelemetryWriter
+    links: Links = field(default_factory=Links)
+    effector: Effector = field(default_factory=NullEffector)
+    access_token_minutes: float = 15
+    refresh_token_days: float = 30
+    history_page_max: int = 1000

@@ -1,0 +1,125 @@
+"""The device registry as owners see it, and device authentication for both doors."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from pydantic import BaseModel, Field, field_validator
+from tortoise.exceptions import IntegrityError
+
+from handlers.accounts import Principal
+from handlers.effects import DisconnectDevice, Effect
+from handlers.envelope import Identity
+from handlers.errors import Conflict, NotFound, Unauthorized
+from handlers.secrets import digest, digest_matches
+from models.devices import DEVICE_KINDS, Device, DeviceClaim
+
+# MQTT usernames become topic levels: no wildcards, no separators, nothing reserved.
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
+RESERVED_USERNAMES = {"provision", "anonymous"}
+
+
+class CreateDevice(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    location: str = Field("", max_length=200)
+    username: str | None = Field(None, description="MQTT username; generated when left out")
+    kind: str = "esp32"
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        if value is not None and (not USERNAME_RE.match(value) or value.lower() in RESERVED_USERNAMES):
+            raise ValueError("username must be 1-128 of A-Z a-z 0-9 : . _ - and not a reserved name")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in DEVICE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(DEVICE_KINDS)}")
+        return value
+
+
+def device_view(device: Device) -> dict[str, object]:
+    return {
+        "id": device.id,
+        "name": device.name,
+        "location": device.location,
+        "kind": device.kind,
+        "username": device.username,
+        "owner": str(device.owner_id),  # type: ignore[attr-defined]
+        "online": device.online,
+        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
+        "has_api_key": device.api_key_hash is not None,
+        "metadata": device.metadata,
+        "created": device.created.isoformat(),
+    }
+
+
+async def create_device(principal: Principal, req: CreateDevice) -> dict[str, object]:
+    username = req.username or f"{req.kind.replace('_', '-')}-{secrets.token_hex(6)}"
+    try:
+        device = await Device.create(
+            name=req.name, location=req.location, kind=req.kind, username=username, owner_id=principal.user_id
+        )
+    except IntegrityError as exc:
+        raise Conflict(f"a device with username {username!r} already exists", code="duplicate_username") from exc
+    return device_view(device)
+
+
+async def owned_device(principal: Principal, device_id: int) -> Device:
+    """The device if the caller owns it (or is gooee); NotFound otherwise, so ids do not leak."""
+    query = Device.filter(id=device_id)
+    if not principal.is_admin:
+        query = query.filter(owner_id=principal.user_id)
+    device = await query.first()
+    if device is None:
+        raise NotFound(f"device {device_id} not found", code="device_not_found")
+    return device
+
+
+async def list_devices(principal: Principal) -> dict[str, object]:
+    query = Device.all() if principal.is_admin else Device.filter(owner_id=principal.user_id)
+    devices = await query.order_by("id")
+    return {"count": len(devices), "results": [device_view(d) for d in devices]}
+
+
+async def get_device(principal: Principal, device_id: int) -> dict[str, object]:
+    return device_view(await owned_device(principal, device_id))
+
+
+async def delete_device(principal: Principal, device_id: int) -> list[Effect]:
+    device = await owned_device(principal, device_id)
+    await device.delete()
+    return [DisconnectDevice(device.username, "device deleted")]
+
+
+async def list_claims(principal: Principal, device_id: int) -> dict[str, object]:
+    device = await owned_device(principal, device_id)
+    claims = await DeviceClaim.filter(device_id=device.id).order_by("-id").limit(50)
+    return {
+        "device_id": device.id,
+        "results": [
+            {"claimed_at": c.claimed_at.isoformat(), "metadata": c.metadata, "source": c.source, "remote": c.remote}
+            for c in claims
+        ],
+    }
+
+
+async def authenticate_device(username: str, api_key: str) -> Identity | None:
+    """MQTT CONNECT: the username names the device, the password is its API key."""
+    device = await Device.get_or_none(username=username)
+    if not digest_matches(api_key, device.api_key_hash if device else None) or device is None:
+        return None
+    return Identity("device", device.username, device.id, str(device.owner_id))  # type: ignore[attr-defined]
+
+
+async def authenticate_api_key(api_key: str) -> Identity:
+    """HTTP ingest: `Authorization: Bearer <api_key>` finds the device by the key's digest."""
+    if not api_key:
+        raise Unauthorized("missing API key: send Authorization: Bearer <api_key>", code="missing_api_key")
+    device = await Device.get_or_none(api_key_hash=digest(api_key))
+    if device is None or not digest_matches(api_key, device.api_key_hash):
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    return Identity("device", device.username, device.id, str(device.owner_id))  # type: ignore[attr-defined]

@@ -1,0 +1,91 @@
+"""The MQTT routes: one explicit list of topic patterns and the handler each one reaches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from handlers.context import Context
+from handlers.effects import Effect, Publish
+from handlers.envelope import Envelope
+from handlers.errors import Forbidden, GatehouseError, InvalidPayload
+from handlers.provisioning import ClaimRequest, claim_device
+from handlers.telemetry import ingest_telemetry
+
+Handler = Callable[[Context, Envelope, list[str]], Awaitable[list[Effect]]]
+
+
+def invalid(exc: ValidationError) -> InvalidPayload:
+    """A pydantic ValidationError as the one error the doors know."""
+    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+    return InvalidPayload(detail, code="invalid_schema", errors=errors)
+
+
+async def on_telemetry(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
+    return await ingest_telemetry(ctx, env)
+
+
+async def on_claim(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
+    client_id = params[0]
+    if env.identity.kind != "provision" or client_id != env.client_id:
+        raise Forbidden("claims are made on provisioning/<own client id>/claim", code="wrong_client")
+    try:
+        data = env.json()
+        req = ClaimRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    body, effects = await claim_device(ctx, req, source="mqtt", remote=env.remote)
+    return [*effects, Publish.json(f"provisioning/{client_id}/accepted", body, qos=1)]
+
+
+def claim_rejected(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
+    return Publish.json(f"provisioning/{params[0]}/rejected", {**exc.body(), "status": exc.status}, qos=1)
+
+
+def device_error(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
+    body = {"topic": env.topic, "detail": exc.detail, "code": exc.code, "errors": exc.errors}
+    return Publish(f"devices/{params[0]}/errors", json.dumps(body).encode(), qos=1)
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: str
+    handler: Handler
+    on_error: Callable[[Envelope, list[str], GatehouseError], Publish]
+
+    @property
+    def levels(self) -> list[str]:
+        return self.pattern.split("/")
+
+
+ROUTES = [
+    Route("devices/+/telemetry", on_telemetry, device_error),
+    Route("provisioning/+/claim", on_claim, claim_rejected),
+]
+
+
+class Router:
+    """Finds the route for a topic; `+` matches one level and is handed to the handler."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self._by_shape: dict[tuple[int, str, str], Route] = {}
+        for route in routes:
+            levels = route.levels
+            self._by_shape[(len(levels), levels[0], levels[-1])] = route
+
+    def match(self, topic: str) -> tuple[Route, list[str]] | None:
+        levels = topic.split("/")
+        route = self._by_shape.get((len(levels), levels[0], levels[-1]))
+        if route is None:
+            return None
+        params = []
+        for want, got in zip(route.levels, levels, strict=True):
+            if want == "+":
+                params.append(got)
+            elif want != got:
+                return None
+        return route, params

@@ -1,0 +1,75 @@
+"""Secrets: random keys and tokens stored as SHA-256 digests, passwords with argon2, JWTs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from handlers.errors import Unauthorized
+
+_hasher = PasswordHasher()
+JWT_ALGORITHM = "HS256"
+JWT_AUDIENCE = "gatehouse"
+
+
+def new_secret(nbytes: int = 32) -> str:
+    """A high-entropy, URL-safe random string (API keys, provisioning and refresh tokens)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def digest(secret: str) -> str:
+    # High-entropy secrets need no slow KDF: a SHA-256 digest keeps MQTT CONNECT fast.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def digest_matches(secret: str, stored: str | None) -> bool:
+    """Constant-time comparison of a presented secret with a stored digest."""
+    if not stored:
+        hmac.compare_digest("0" * 64, digest(secret))
+        return False
+    return hmac.compare_digest(digest(secret), stored)
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password: str, stored: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    if not stored:
+        # Spend the same time as a real check so unknown users cannot be told apart.
+        await asyncio.to_thread(_hasher.hash, password)
+        return False
+    return await asyncio.to_thread(check)
+
+
+def issue_access_token(secret: str, user_id: str, minutes: float, **claims: Any) -> tuple[str, int]:
+    now = datetime.now(UTC)
+    expires = now + timedelta(minutes=minutes)
+    payload = {"sub": user_id, "aud": JWT_AUDIENCE, "iat": now, "exp": expires, "typ": "access", **claims}
+    return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM), int((expires - now).total_seconds())
+
+
+def decode_access_token(secret: str, token: str) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("access token expired", code="token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("invalid access token", code="token_invalid") from exc
+    if claims.get("typ") != "access":
+        raise Unauthorized("invalid access token", code="token_invalid")
+    return claims

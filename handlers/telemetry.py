@@ -1,0 +1,86 @@
+"""Telemetry: one ingest for both doors, the latest value, and paginated history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from handlers.accounts import Principal
+from handlers.context import Context
+from handlers.devices import owned_device
+from handlers.effects import Effect, Publish
+from handlers.envelope import Envelope
+from handlers.errors import Forbidden, InvalidPayload
+from handlers.senml import decode_pack, is_senml
+from models.telemetry import Sample, Telemetry
+
+MAX_READINGS = 1000
+
+
+def parse_payload(env: Envelope) -> Any:
+    """A JSON object of readings, or a SenML pack resolved to absolute records."""
+    data = env.json()
+    if is_senml(data):
+        return decode_pack(data, now=env.received_at.timestamp())
+    if not isinstance(data, dict):
+        raise InvalidPayload("telemetry must be a JSON object of readings or a SenML array", code="invalid_telemetry")
+    if not data:
+        raise InvalidPayload("telemetry object has no readings", code="invalid_telemetry")
+    if len(data) > MAX_READINGS:
+        raise InvalidPayload(f"telemetry object has more than {MAX_READINGS} readings", code="invalid_telemetry")
+    return data
+
+
+async def ingest_telemetry(ctx: Context, env: Envelope) -> list[Effect]:
+    """Validate a sample, return once it is committed (group commit); subscribers then get it."""
+    if env.identity.kind != "device" or env.identity.device_id is None:
+        raise Forbidden("only a device may send telemetry", code="not_a_device")
+    topic = telemetry_topic(env.identity.username)
+    payload = parse_payload(env)
+    await ctx.writer.write(Sample(env.identity.device_id, env.received_at, payload, env.source))
+    return [Publish(topic, env.payload, qos=None)]
+
+
+def telemetry_topic(username: str) -> str:
+    return f"devices/{username}/telemetry"
+
+
+async def latest(principal: Principal, device_id: int) -> dict[str, object]:
+    device = await owned_device(principal, device_id)
+    return {
+        "device_id": device.id,
+        "payload": device.last_payload,
+        "received_at": device.last_payload_at.isoformat() if device.last_payload_at else None,
+    }
+
+
+class HistoryQuery(BaseModel):
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = Field(100, ge=1)
+    cursor: int | None = Field(None, ge=1, description="next_cursor from the previous page")
+
+
+async def history(ctx: Context, principal: Principal, device_id: int, q: HistoryQuery) -> dict[str, object]:
+    """Samples newest first; pass `next_cursor` back as `cursor` for the next page."""
+    device = await owned_device(principal, device_id)
+    limit = min(q.limit, ctx.history_page_max)
+    query = Telemetry.filter(device_id=device.id)
+    if q.since:
+        query = query.filter(received_at__gte=q.since)
+    if q.until:
+        query = query.filter(received_at__lt=q.until)
+    if q.cursor:
+        query = query.filter(id__lt=q.cursor)
+    rows = await query.order_by("-id").limit(limit + 1)
+    page = rows[:limit]
+    return {
+        "device_id": device.id,
+        "results": [
+            {"id": r.id, "received_at": r.received_at.isoformat(), "payload": r.payload, "source": r.source}
+            for r in page
+        ],
+        "next_cursor": page[-1].id if len(rows) > limit else None,
+    }

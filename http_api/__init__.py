@@ -1,0 +1,1 @@
+"""The REST door: aiohttp routes that validate, call a handler, and answer JSON."""

@@ -1,0 +1,25 @@
+"""Builds the aiohttp application: one explicit route list, one error middleware."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from handlers.context import Context
+from http_api import accounts, gateway, system
+from http_api.errors import error_middleware
+from http_api.state import CTX, HEALTH
+
+MAX_BODY = 1024 * 1024
+
+ROUTES = [*system.ROUTES, *accounts.ROUTES, *gateway.ROUTES]
+
+
+def build_app(ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[CTX] = ctx
+    app[HEALTH] = health
+    app.add_routes(ROUTES)
+    return app

@@ -1,0 +1,55 @@
+"""One middleware maps every error to the JSON body and the status the spec names."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from handlers.errors import GatehouseError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "unknown_endpoint",
+    405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, detail: str, code: str, errors: list[object] | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"detail": detail, "code": code, "errors": errors or []}
+    return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str))
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatehouseError as exc:
+        headers = {"Status": "InvalidSchema"} if exc.code == "invalid_schema" else None
+        if exc.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+        return error_response(exc.status, exc.detail, exc.code, exc.errors, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Status": "UnknownEndpoint"} if exc.status == 404 else None
+        detail = exc.reason if exc.status != 404 else f"no endpoint {request.method} {request.path}"
+        return error_response(exc.status, detail, _HTTP_CODES.get(exc.status, "error"), headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal server error", "internal")

@@ -1,0 +1,98 @@
+"""/gateway: the ESP32 device gateway (spec/device-gateway.md) plus device management."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers import devices, provisioning, telemetry
+from handlers.devices import authenticate_api_key
+from handlers.envelope import Envelope
+from http_api.state import (
+    base_url,
+    bearer,
+    ctx_of,
+    parse_body,
+    parse_query,
+    path_id,
+    principal,
+    raw_json_body,
+)
+
+
+async def create_device(request: web.Request) -> web.Response:
+    who = await principal(request)
+    req = await parse_body(request, devices.CreateDevice)
+    return web.json_response(await devices.create_device(who, req), status=201)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    return web.json_response(await devices.list_devices(await principal(request)))
+
+
+async def get_device(request: web.Request) -> web.Response:
+    return web.json_response(await devices.get_device(await principal(request), path_id(request)))
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    effects = await devices.delete_device(await principal(request), path_id(request))
+    await ctx_of(request).effector.apply(effects)
+    return web.Response(status=204)
+
+
+async def provision(request: web.Request) -> web.Response:
+    who = await principal(request)
+    req = await parse_body(request, provisioning.ProvisionRequest)
+    return web.json_response(await provisioning.issue_token(who, path_id(request), req), status=201)
+
+
+async def claim(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    req = await parse_body(request, provisioning.ClaimRequest)
+    body, effects = await provisioning.claim_device(
+        ctx, req, source="http", remote=request.remote or "", base_url=base_url(request)
+    )
+    await ctx.effector.apply(effects)
+    return web.json_response(body)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    identity = await authenticate_api_key(bearer(request))
+    env = Envelope(
+        source="http",
+        topic=telemetry.telemetry_topic(identity.username),
+        identity=identity,
+        payload=await raw_json_body(request),
+        qos=1,
+        remote=request.remote or "",
+    )
+    await ctx.effector.apply(await telemetry.ingest_telemetry(ctx, env))
+    return web.json_response({"status": "ok"})
+
+
+async def latest(request: web.Request) -> web.Response:
+    return web.json_response(await telemetry.latest(await principal(request), path_id(request)))
+
+
+async def history(request: web.Request) -> web.Response:
+    who = await principal(request)
+    q = parse_query(request, telemetry.HistoryQuery)
+    return web.json_response(await telemetry.history(ctx_of(request), who, path_id(request), q))
+
+
+async def claims(request: web.Request) -> web.Response:
+    return web.json_response(await devices.list_claims(await principal(request), path_id(request)))
+
+
+ROUTES = [
+    web.post("/gateway/devices", create_device),
+    web.get("/gateway/devices", list_devices),
+    web.post("/gateway/devices/claim", claim),
+    web.get("/gateway/devices/{id}", get_device),
+    web.delete("/gateway/devices/{id}", delete_device),
+    web.post("/gateway/devices/{id}/provision", provision),
+    web.get("/gateway/devices/{id}/claims", claims),
+    web.get("/gateway/devices/{id}/telemetry/latest", latest),
+    web.get("/gateway/devices/{id}/telemetry", history),
+    web.post("/gateway/device-data/ingest", ingest),
+]

@@ -1,0 +1,83 @@
+"""Typed application state and the small request helpers every route shares."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from handlers.accounts import Principal, authenticate_jwt
+from handlers.context import Context
+from handlers.errors import InvalidPayload, Unauthorized, UnsupportedMediaType
+from handlers.routes import invalid
+
+CTX = web.AppKey("ctx", Context)
+HEALTH = web.AppKey("health", Callable[[], Awaitable[dict[str, Any]]])
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def ctx_of(request: web.Request) -> Context:
+    return request.app[CTX]
+
+
+async def raw_json_body(request: web.Request) -> bytes:
+    """The body, refusing anything that says it is not JSON (415)."""
+    ctype = request.content_type
+    if (
+        request.body_exists
+        and ctype
+        and ctype != "application/octet-stream"
+        and not (ctype == "application/json" or ctype.endswith("+json"))
+    ):
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype}")
+    return await request.read()
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    raw = await raw_json_body(request)
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidPayload(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+
+
+def bearer(request: web.Request) -> str:
+    """The token from `Authorization: Bearer <t>`, or the Hardware API's bare `Authorization: <t>`."""
+    header = request.headers.get("Authorization", "").strip()
+    scheme, _, rest = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip()
+    return header if " " not in header else ""
+
+
+async def principal(request: web.Request) -> Principal:
+    token = bearer(request)
+    if not token:
+        raise Unauthorized("missing credentials: send Authorization: Bearer <access token>", code="missing_credentials")
+    return await authenticate_jwt(ctx_of(request), token)
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
+def base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
