@@ -103,7 +103,7 @@ class MqttClient:
         clean_session: bool = True,
         will: Will | None = None,
         ssl: ssl_mod.SSLContext | None = None,
-        timeout: float = 10,  # noqa: ASYNC109 - part of the agreed API
+        timeout: float = 10,
         local_addr: tuple[str, int] | None = None,
     ) -> int:
         """Open the connection and send CONNECT; returns the CONNACK return code (always 0)."""

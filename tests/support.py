@@ -1,0 +1,224 @@
+"""Test support: a real `gatehouse serve` process on free ports, and a real HTTP client for it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "Passw0rd!x"
+USERS = {"admin@example.com": "gooee", "alice@example.com": "customer", "bob@example.com": "customer"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gatehouse(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gatehouse.cli", *args, "--data-dir", str(data_dir)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+@dataclass
+class Server:
+    """A running `gatehouse serve` process and where to reach it."""
+
+    data_dir: Path
+    env: dict[str, str]
+    http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    mqtts_port: int = field(default_factory=free_port)
+    ws_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://localhost:{self.https_port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.data_dir / "certs" / "ca.crt"
+
+    def start(self, timeout: float = 30) -> None:
+        self.log_path = self.data_dir / "server.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gatehouse.cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-port",
+                str(self.http_port),
+                "--https-port",
+                str(self.https_port),
+                "--mqtt-port",
+                str(self.mqtt_port),
+                "--mqtts-port",
+                str(self.mqtts_port),
+                "--ws-port",
+                str(self.ws_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gatehouse serve exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5):
+                    pass
+                with socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"gatehouse serve did not come up:\n{self.log()}")
+
+    def stop(self, sig: int | None = None) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+
+def make_server(tmp: Path, **env: str) -> Server:
+    """Create the users, then start a server with GATEHOUSE_* `env` set."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {"GATEHOUSE_AUTH__ACCESS_TOKEN_MINUTES": "30", **env}
+    for username, kind in USERS.items():
+        done = gatehouse(
+            "users",
+            "create",
+            "--username",
+            username,
+            "--account-type",
+            kind,
+            "--password-stdin",
+            data_dir=tmp,
+            stdin=PASSWORD + "\n",
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+    server = Server(tmp, env)
+    server.start()
+    return server
+
+
+class Api:
+    """A real HTTP client bound to one server, logged in as one user."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+        self.token: str | None = None
+
+    async def login(self, username: str, password: str = PASSWORD) -> dict[str, Any]:
+        status, body = await self.call("POST", "/auth/login", {"username": username, "password": password})
+        assert status == 200, body
+        self.token = body["access_token"]
+        return body
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        data: bytes | str | None = None,
+        auth: bool = True,
+    ) -> tuple[int, Any]:
+        hdrs = dict(headers or {})
+        if auth and self.token and "Authorization" not in hdrs:
+            hdrs["Authorization"] = f"Bearer {self.token}"
+        async with self.session.request(
+            method, self.base + path, json=body if data is None else None, data=data, headers=hdrs
+        ) as resp:
+            text = await resp.text()
+            try:
+                parsed: Any = await resp.json(content_type=None) if text else None
+            except ValueError:
+                parsed = text
+            self.last_headers = resp.headers
+            return resp.status, parsed
+
+    async def new_device(self, name: str = "meter", **extra: Any) -> dict[str, Any]:
+        status, body = await self.call("POST", "/gateway/devices", {"name": name, "location": "Line A", **extra})
+        assert status == 201, body
+        return body
+
+    async def provision(self, device_id: int, **extra: Any) -> str:
+        status, body = await self.call("POST", f"/gateway/devices/{device_id}/provision", extra)
+        assert status == 201, body
+        return body["token"]
+
+    async def claim(self, token: str, metadata: dict[str, Any] | None = None) -> tuple[int, Any]:
+        return await self.call(
+            "POST",
+            "/gateway/devices/claim",
+            {"token": token, "device_metadata": metadata or {"fw": "1.0.0"}},
+            auth=False,
+        )
+
+    async def claimed_device(self, name: str = "meter") -> tuple[dict[str, Any], str]:
+        """A new device with an API key: (device, api_key)."""
+        device = await self.new_device(name)
+        status, body = await self.claim(await self.provision(device["id"]))
+        assert status == 200, body
+        return device, body["api_key"]
+
+
+async def eventually(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
+    """Await `check()` until it returns something truthy, or fail with its last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
