@@ -315,6 +315,16 @@ class GatehouseBroker(Broker):
             self._retained_messages[topic_name] = RetainedApplicationMessage(source_session, topic_name, data, qos)
 
     async def shutdown(self) -> None:
-        await super().shutdown()
+        # amqtt 0.12.1's shutdown cancels each connection's reader task, and under load one can
+        # stay "cancelling" forever, hanging the stop. Closing every client socket first lets
+        # each reader end on EOF through the ordinary disconnect path; then shut down, bounded.
+        for _, handler in list(self._sessions.values()):
+            if handler.writer is not None:
+                await handler.writer.close()
+        await asyncio.sleep(0)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(super().shutdown(), timeout=10)
+        except TimeoutError:
+            log.warning("broker shutdown did not finish within 10 s; going on")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gatehouse serve exited {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.http_port), timeout=0.5):
-                    pass
-                with socket.create_connection(("127.0.0.1", self.mqtt_port), timeout=0.5):
-                    return
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"gatehouse serve did not come up:\n{self.log()}")
