@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -35,11 +36,27 @@ class Envelope:
 
     def json(self) -> Any:
         """The payload as JSON, or InvalidPayload naming what is wrong."""
-        try:
-            return json.loads(self.payload)
-        except UnicodeDecodeError as exc:
-            raise InvalidPayload("payload is not UTF-8 text", code="invalid_json") from exc
-        except json.JSONDecodeError as exc:
-            raise InvalidPayload(
-                f"payload is not valid JSON: {exc.msg} at position {exc.pos}", code="invalid_json"
-            ) from exc
+        return parse_json(self.payload)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes, what: str = "payload") -> Any:
+    """Strict JSON for both doors: NaN, Infinity and 1e999 would be stored and served back as invalid JSON."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"{what} is not UTF-8 text", code="invalid_json") from exc
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise InvalidPayload(f"{what} is not valid JSON: {exc}", code="invalid_json") from exc
+    except RecursionError as exc:  # "[[[[..." deep enough to exhaust the parser: bad input, not a crash
+        raise InvalidPayload(f"{what} is nested too deeply", code="invalid_json") from exc

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from handlers.accounts import Principal
 from handlers.context import Context
@@ -60,7 +60,14 @@ class HistoryQuery(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
     limit: int = Field(100, ge=1)
-    cursor: int | None = Field(None, ge=1, description="next_cursor from the previous page")
+    # Bounded: a larger number overflows the 64-bit id column (a 500 instead of a 400).
+    cursor: int | None = Field(None, ge=1, le=2**63 - 1, description="next_cursor from the previous page")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # A time without an offset means UTC, as everywhere else in the API.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 async def history(ctx: Context, principal: Principal, device_id: int, q: HistoryQuery) -> dict[str, object]:

@@ -47,7 +47,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {"Status": "UnknownEndpoint"} if exc.status == 404 else None
+        headers = {"Status": "UnknownEndpoint"} if exc.status == 404 else {}
+        if "Allow" in exc.headers:  # 405 must say which methods the resource has
+            headers["Allow"] = exc.headers["Allow"]
         detail = exc.reason if exc.status != 404 else f"no endpoint {request.method} {request.path}"
         return error_response(exc.status, detail, _HTTP_CODES.get(exc.status, "error"), headers=headers)
     except Exception:

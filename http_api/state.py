@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from handlers.accounts import Principal, authenticate_jwt
 from handlers.context import Context
-from handlers.errors import InvalidPayload, Unauthorized, UnsupportedMediaType
+from handlers.envelope import parse_json
+from handlers.errors import NotFound, Unauthorized, UnsupportedMediaType
 from handlers.routes import invalid
 
 CTX = web.AppKey("ctx", Context)
@@ -39,10 +39,7 @@ async def raw_json_body(request: web.Request) -> bytes:
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await raw_json_body(request)
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidPayload(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    data = parse_json(raw, "request body") if raw.strip() else {}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -72,11 +69,15 @@ async def principal(request: web.Request) -> Principal:
     return await authenticate_jwt(ctx_of(request), token)
 
 
-def path_id(request: web.Request, name: str = "id") -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; a larger number names nothing
+
+
+def path_id(request: web.Request, name: str = "id", what: str = "device") -> int:
+    """A numeric id from the path; anything else (letters, signs, overflow) is a 404 like a missing id."""
+    raw = request.match_info[name]
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_ID:
+        raise NotFound(f"{what} {raw} not found", code=f"{what}_not_found")
+    return int(raw)
 
 
 def base_url(request: web.Request) -> str:
