@@ -11,6 +11,11 @@ def own_prefix(identity: Identity, client_id: str) -> str | None:
     if identity.kind == "device":
         return f"devices/{identity.username}/"
     if identity.kind == "provision":
+        # The client id becomes a topic level: with "+" or "#" in it the own prefix would be a
+        # filter reaching every provisioning client, with "/" it would nest under another's.
+        # No prefix: such a client may use no topic at all.
+        if not client_id or any(c in client_id for c in "+#/"):
+            return None
         return f"provisioning/{client_id}/"
     return None
 
@@ -19,7 +24,16 @@ def _reserved(topic: str) -> bool:
     return topic.split("/", 1)[0] in RESERVED_ROOTS
 
 
+def topic_name_valid(topic: str) -> bool:
+    """A topic name a PUBLISH (or a will) may carry: not empty, no wildcards, no `$` topic."""
+    return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith("$")
+
+
 def may_publish(identity: Identity, client_id: str, topic: str) -> bool:
+    # The broker checks PUBLISH topics itself, but will topics only pass through here (amqtt
+    # 0.12.1 does not validate them): a will on "$SYS/..." or on a wildcard must not pass.
+    if not topic_name_valid(topic):
+        return False
     prefix = own_prefix(identity, client_id)
     if prefix is not None:
         return topic.startswith(prefix) and len(topic) > len(prefix)

@@ -5,13 +5,50 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from amqtt.adapters import WriterAdapter
+from amqtt.mqtt.packet import MQTTVariableHeader
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.publish import PublishPacket, PublishVariableHeader
 from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage
 
 from broker import metrics
 
 log = logging.getLogger(__name__)
+
+
+async def close_quietly(writer: WriterAdapter) -> None:
+    """Close a client socket that may already be gone.
+
+    amqtt 0.12.1's `StreamWriterAdapter.close` drains and waits for the close, so a peer that
+    reset the connection (a refused client hanging up at once, say) raises ConnectionResetError
+    out of it: unhandled in the connection callback, or into an HTTP request that replaced a key.
+    """
+    try:
+        await writer.close()
+    except OSError as exc:
+        log.debug("closing a client socket: %r", exc)
+
+
+class _PublishHeaderAsSent(PublishVariableHeader):
+    """A received PUBLISH variable header, taken as sent (wildcards in the topic name included).
+
+    amqtt 0.12.1 raises MQTTError from `PublishVariableHeader.__init__` for a topic name with
+    "+" or "#" while the packet is still being read: the reader loop logs "Message discarded"
+    and goes on WITHOUT reading the payload, so the payload bytes are then parsed as packets
+    (the stream is out of step and the connection hangs, open). Reading the whole packet lets
+    `GatehouseBroker._handle_message_delivery` close the connection [MQTT-3.3.2-2, 4.8.0-1].
+    """
+
+    def __init__(self, topic_name: str, packet_id: int | None = None) -> None:
+        MQTTVariableHeader.__init__(self)
+        self.topic_name = topic_name
+        self.packet_id = packet_id
+
+
+# Parsing only: `PublishPacket.build` (outgoing) still constructs the checking header. Process-wide,
+# but amqtt runs here only as our broker, which refuses such a topic after reading the packet.
+PublishPacket.VARIABLE_HEADER = _PublishHeaderAsSent
 
 
 class GatehouseProtocolHandler(BrokerProtocolHandler):
@@ -35,7 +72,7 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
         log.warning("client %s silent past 1.5 x keepalive: disconnecting", client_id)
         metrics.keepalive_expired.inc()
         if self.writer is not None:
-            asyncio.get_running_loop().create_task(self.writer.close(), name="gatehouse.keepalive-close")
+            asyncio.get_running_loop().create_task(close_quietly(self.writer), name="gatehouse.keepalive-close")
 
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage

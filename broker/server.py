@@ -14,12 +14,14 @@ from typing import Any
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker, RetainedApplicationMessage, Server
 from amqtt.contexts import Action, ListenerConfig
+from amqtt.errors import MQTTError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
+from amqtt.utils import gen_client_id
 
 from broker import acl, metrics
-from broker.protocol import GatehouseProtocolHandler
+from broker.protocol import GatehouseProtocolHandler, close_quietly
 from handlers.context import Context
 from handlers.devices import authenticate_device
 from handlers.effects import DisconnectDevice, Effect, Publish
@@ -55,14 +57,72 @@ class GatehouseBroker(Broker):
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
-        handler, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        # Rewrites amqtt 0.12.1's method, which settles the session table BEFORE the CONNECT is
+        # authenticated: a clean-session CONNECT deletes the subscriptions of a connected client
+        # with the same client id (that connection stays open and silently receives nothing), a
+        # persistent one takes over its session and drops its connection. Anyone knowing a
+        # client id could do that with a CONNECT that is then refused. Here the fresh session is
+        # admitted first; only an admitted CONNECT touches another session.
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except MQTTError:
+            await close_quietly(writer)
+            raise
+        if not session.client_id:
+            session.client_id = gen_client_id()  # clean session without an id (persistent ones are refused)
+        session.parent = 0
         # amqtt 0.12.1 times a client out at exactly its keepalive (plus a delay option) and then
         # does nothing; MQTT 3.1.1 §3.1.2.10 allows 1.5 x keepalive, after which we disconnect.
         if session.keep_alive > 0:
             session.keep_alive = math.ceil(session.keep_alive * 1.5 + self.keepalive_grace)
+        if await self._admit(session):
+            session = await self._take_over(session)
         return GatehouseProtocolHandler.adopt(handler), session
 
-    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
+    async def _take_over(self, incoming: Session) -> Session:
+        """An admitted CONNECT: the session it gets, after settling any session of its client id."""
+        existing = self._sessions.get(incoming.client_id or "")
+        if existing is None:
+            return incoming
+        old, old_handler = existing
+        if incoming.clean_session:
+            await self._delete_session(incoming.client_id or "")
+            # [MQTT-3.1.4-2] the client already connected with this id is disconnected (amqtt
+            # 0.12.1 leaves that connection open, detached from its session).
+            if old.transitions.is_connected() and old_handler is not None and old_handler.writer is not None:
+                log.info("client %s connected again: closing its previous connection", incoming.client_id)
+                await close_quietly(old_handler.writer)
+            return incoming
+        # A persistent session resumes: the new connection brings its own credentials and will.
+        # (amqtt's take-over of a still-connected one happens in _handle_client_session.)
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain", "keep_alive"):
+            setattr(old, name, getattr(incoming, name))
+        old.username, old.password = incoming.username, incoming.password
+        old.remote_address, old.remote_port = incoming.remote_address, incoming.remote_port
+        old.attributes[IDENTITY] = incoming.attributes[IDENTITY]
+        old.is_anonymous = incoming.is_anonymous
+        old.parent = 1
+        return old
+
+    async def _admit(self, session: Session) -> bool:
+        """Authenticate a CONNECT and check its will topic; only an admitted session has an identity."""
+        if not await self._authenticate(session):
+            return False
+        identity = identity_of(session)
+        if identity and session.will_flag:
+            will_topic = session.will_topic or ""
+            # amqtt 0.12.1 never checks the will topic against the ACL (and publishes the will
+            # past it): a device could plant a retained will on another device's topic.
+            if not acl.may_publish(identity, session.client_id or "", will_topic):
+                metrics.acl_denials.labels("will").inc()
+                log.warning(
+                    "MQTT CONNECT refused: client %s will topic %r outside its ACL", session.client_id, will_topic
+                )
+                del session.attributes[IDENTITY]
+                return False
+        return True
+
+    async def _authenticate(self, session: Session, listener: ListenerConfig | None = None) -> bool:
         # Replaces amqtt's plugin-based authentication: the device registry decides.
         identity = await self._identify(session)
         if identity is None:
@@ -96,24 +156,19 @@ class GatehouseBroker(Broker):
         server: Server,
         listener_name: str,
     ) -> None:
-        # Rewrites amqtt 0.12.1's method for three holes:
-        # - the will topic was never checked by the ACL (a device could plant a retained will on
-        #   another device's topic): we refuse such a CONNECT with "not authorized";
+        # Rewrites amqtt 0.12.1's method:
+        # - admission (authentication, will topic ACL) already happened in
+        #   _initialize_client_session; a refused CONNECT gets "not authorized" and leaves the
+        #   session table as it was;
         # - on connect, retained messages matching ANY client's filters were pushed to the new
         #   client past the ACL: we push none here (MQTT sends retained messages on SUBSCRIBE);
         # - presence: the device's status topic and record follow its connections.
-        authenticated = await self._authenticate(client_session, self.listeners_config[listener_name])
         identity = identity_of(client_session)
-        if authenticated and identity and client_session.will_flag:
-            will_topic = client_session.will_topic or ""
-            if not acl.may_publish(identity, client_session.client_id or "", will_topic):
-                metrics.acl_denials.labels("will").inc()
-                log.warning(
-                    "MQTT CONNECT refused: client %s will topic %r outside its ACL",
-                    client_session.client_id,
-                    will_topic,
-                )
-                authenticated = False
+        if identity is None:
+            handler.attach(client_session, reader, writer)
+            await handler.mqtt_connack_authorize(False)
+            await close_quietly(writer)
+            return
 
         while True:
             try:
@@ -129,12 +184,7 @@ class GatehouseBroker(Broker):
 
         handler.attach(client_session, reader, writer)
         self._sessions[client_session.client_id] = (client_session, handler)
-        await handler.mqtt_connack_authorize(authenticated)
-        if not authenticated:
-            await writer.close()
-            client_session.transitions.disconnect()
-            self._sessions.pop(client_session.client_id, None)
-            return
+        await handler.mqtt_connack_authorize(True)
 
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_CONNECTED, client_id=client_session.client_id, client_session=client_session
@@ -142,7 +192,7 @@ class GatehouseBroker(Broker):
         await handler.start()
         await self._publish_session_retained_messages(client_session)
         metrics.connections.inc()
-        username = identity.username if identity and identity.kind == "device" else None
+        username = identity.username if identity.kind == "device" else None
         try:
             if username:
                 await self._presence(username, +1)
@@ -218,8 +268,14 @@ class GatehouseBroker(Broker):
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
             log.warning("client %s sent PUBLISH on invalid topic %r: closing", client_session.client_id, topic)
+            # amqtt 0.12.1 returns False here, which only ends the broker's message loop: the
+            # socket stays open and the client never learns. Close the socket instead (the PUBACK
+            # released below is then not sent) and keep the loop: its reader sees EOF and the
+            # ordinary abnormal-disconnect path runs (will, presence, session cleanup).
+            if handler.writer is not None:
+                await close_quietly(handler.writer)
             ours.release(app_message)
-            return False
+            return True
         if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
             ours.release(app_message)
             return True
@@ -296,7 +352,7 @@ class GatehouseBroker(Broker):
                 and handler.writer is not None
             ):
                 log.info("closing MQTT connection of %s (client %s): %s", username, session.client_id, reason)
-                await handler.writer.close()
+                await close_quietly(handler.writer)
                 closed += 1
         return closed
 
@@ -320,7 +376,7 @@ class GatehouseBroker(Broker):
         # each reader end on EOF through the ordinary disconnect path; then shut down, bounded.
         for _, handler in list(self._sessions.values()):
             if handler.writer is not None:
-                await handler.writer.close()
+                await close_quietly(handler.writer)
         await asyncio.sleep(0)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
