@@ -26,7 +26,13 @@ def _reserved(topic: str) -> bool:
 
 def topic_name_valid(topic: str) -> bool:
     """A topic name a PUBLISH (or a will) may carry: not empty, no wildcards, no `$` topic."""
-    return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith("$")
+    return bool(topic) and "+" not in topic and "#" not in topic and not _broker_own(topic)
+
+
+def _broker_own(topic: str) -> bool:
+    # "$SYS" is the broker's namespace; other "$" topics are ordinary names that wildcard-first
+    # filters do not match (§4.7.2), as the Paho interoperability tests expect.
+    return topic == "$SYS" or topic.startswith("$SYS/")
 
 
 def may_publish(identity: Identity, client_id: str, topic: str) -> bool:

@@ -14,10 +14,13 @@ messages_refused = Counter(
 handler_failures = Counter("gatehouse_mqtt_handler_failures_total", "Handler bugs (logged with a stack trace)")
 keepalive_expired = Counter("gatehouse_mqtt_keepalive_expired_total", "Connections dropped after keepalive")
 messages_out = Counter("gatehouse_mqtt_messages_out_total", "PUBLISH packets sent to clients")
-messages_dropped = Counter("gatehouse_mqtt_messages_dropped_total",
-                           "Messages dropped because a client's outgoing queue was full")
-slow_disconnects = Counter("gatehouse_mqtt_slow_subscriber_disconnects_total",
-                           "Clients disconnected for staying over their outgoing queue limit")
+messages_dropped = Counter(
+    "gatehouse_mqtt_messages_dropped_total", "Messages dropped because a client's outgoing queue was full"
+)
+slow_disconnects = Counter(
+    "gatehouse_mqtt_slow_subscriber_disconnects_total",
+    "Clients disconnected for staying over their outgoing queue limit",
+)
 oversize_packets = Counter("gatehouse_mqtt_oversize_packets_total", "Connections closed for an oversize packet")
 queued = Gauge("gatehouse_mqtt_queued_messages", "Messages waiting in client outgoing queues (incl. in flight)")
 sessions = Gauge("gatehouse_mqtt_sessions", "Known MQTT sessions (connected and persistent offline)")

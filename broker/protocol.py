@@ -4,15 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from amqtt.adapters import WriterAdapter
-from amqtt.mqtt.packet import MQTTVariableHeader
+from amqtt.errors import MQTTError, NoDataError
+from amqtt.mqtt import packet_class
+from amqtt.mqtt.packet import (
+    CONNECT,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    RESERVED_0,
+    RESERVED_15,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+    MQTTVariableHeader,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket, PublishVariableHeader
+from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage
 
 from broker import metrics
+from broker.delivery import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +72,144 @@ class _PublishHeaderAsSent(PublishVariableHeader):
 PublishPacket.VARIABLE_HEADER = _PublishHeaderAsSent
 
 
+_PACKETS = {
+    SUBSCRIBE: "handle_subscribe",
+    UNSUBSCRIBE: "handle_unsubscribe",
+    PUBACK: "handle_puback",
+    PUBREC: "handle_pubrec",
+    PUBREL: "handle_pubrel",
+    PUBCOMP: "handle_pubcomp",
+    PINGREQ: "handle_pingreq",
+    DISCONNECT: "handle_disconnect",
+    CONNECT: "handle_connect",
+}
+
+
 class GatehouseProtocolHandler(BrokerProtocolHandler):
-    """Replaces two amqtt 0.12.1 behaviours of `BrokerProtocolHandler` (see each method)."""
+    """Replaces amqtt 0.12.1 behaviours of `BrokerProtocolHandler` (see each method)."""
 
     _acks: dict[int, asyncio.Future[None]]
+    outbox: Outbox | None
+    max_packet_size: int
+    inbound: asyncio.Semaphore
+    inbound_routes: asyncio.Semaphore
 
     @classmethod
-    def adopt(cls, handler: BrokerProtocolHandler) -> GatehouseProtocolHandler:
+    def adopt(
+        cls, handler: BrokerProtocolHandler, *, max_packet_size: int, max_inbound: int
+    ) -> GatehouseProtocolHandler:
         """Turn the handler amqtt built into ours (amqtt hard-codes `BrokerProtocolHandler`)."""
         handler.__class__ = cls
         ours: GatehouseProtocolHandler = handler  # type: ignore[assignment]
         ours._acks = {}
+        ours.outbox = None
+        ours.max_packet_size = max_packet_size
+        ours.inbound = asyncio.Semaphore(max_inbound)
+        ours.inbound_routes = asyncio.Semaphore(max_inbound)
         return ours
+
+    async def _reader_loop(self) -> None:
+        # Rewrites amqtt 0.12.1's reader, which (1) starts a task per incoming PUBLISH and reads on,
+        # so a publisher faster than the pipeline grows memory without bound: here at most
+        # `inbound` publishes per connection are in hand, then the socket is not read (TCP
+        # backpressure); (2) reads a packet of any size (5 MiB passes): here a packet over
+        # `max_packet_size` closes that connection only; (3) fires a plugin event per packet.
+        assert self.session is not None and self._reader_ready is not None and self.reader is not None
+        client_id = self.session.client_id
+        keepalive = self.session.keep_alive or None
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._reader_ready.set()
+                try:
+                    header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout=keepalive)
+                except TimeoutError:
+                    self.handle_read_timeout()
+                    continue
+                if not header:
+                    break
+                if header.remaining_length > self.max_packet_size:
+                    metrics.oversize_packets.inc()
+                    log.warning(
+                        "client %s sent a %d-byte packet (limit %d): closing",
+                        client_id,
+                        header.remaining_length,
+                        self.max_packet_size,
+                    )
+                    break
+                if header.packet_type in (RESERVED_0, RESERVED_15):
+                    log.warning("client %s sent a reserved packet type: closing", client_id)
+                    break
+                try:
+                    packet = await packet_class(header).from_stream(self.reader, fixed_header=header)
+                except MQTTError as exc:
+                    log.warning("client %s sent a malformed packet (%s): closing", client_id, exc)
+                    break
+                kind = header.packet_type
+                if kind == PUBLISH:
+                    await self.inbound.acquire()
+                    task = asyncio.get_running_loop().create_task(self.handle_publish(packet))
+                    tasks.add(task)
+                    task.add_done_callback(self._publish_done(tasks))
+                elif kind == CONNECT:
+                    log.warning("client %s sent a second CONNECT: closing [MQTT-3.1.0-2]", client_id)
+                    break
+                elif kind in _PACKETS:
+                    task = asyncio.get_running_loop().create_task(getattr(self, _PACKETS[kind])(packet))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                else:
+                    log.warning("client %s sent packet type %d a broker never receives: closing", client_id, kind)
+                    break
+        except (asyncio.CancelledError, NoDataError, ConnectionError):
+            pass
+        except Exception:
+            log.warning("client %s: reader stopped", client_id, exc_info=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self.handle_connection_closed()
+            self._reader_stopped.set()
+            await self.stop()
+
+    def _publish_done(self, tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            self.inbound.release()
+
+        return done
+
+    async def _handle_qos0_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        # amqtt 0.12.1 drops an incoming QoS 0 message when the delivery queue is full; the queue
+        # is bounded here, so wait for room instead (this stalls the reader: backpressure).
+        if app_message.direction != INCOMING or self.session is None:
+            await super()._handle_qos0_message_flow(app_message)
+            return
+        if app_message.publish_packet is not None and app_message.publish_packet.dup_flag:
+            return  # [MQTT-3.3.1-2] DUP must be 0 on QoS 0
+        await self.session.delivered_message_queue.put(app_message)
+
+    async def handle_puback(self, puback: PubackPacket) -> None:
+        # Outgoing QoS 1 is the outbox's (no 5 s give-up); amqtt's waiters serve the rest.
+        header = puback.variable_header
+        if self.outbox is not None and header is not None and self.outbox.on_puback(header.packet_id):
+            return
+        await super().handle_puback(puback)
+
+    async def handle_pubrec(self, pubrec: PubrecPacket) -> None:
+        if self.outbox is not None:
+            pubrel = self.outbox.on_pubrec(pubrec.packet_id)
+            if pubrel is not None:
+                await self._send_packet(pubrel)
+                return
+        await super().handle_pubrec(pubrec)
+
+    async def handle_pubcomp(self, pubcomp: PubcompPacket) -> None:
+        if self.outbox is not None and self.outbox.on_pubcomp(pubcomp.packet_id):
+            return
+        await super().handle_pubcomp(pubcomp)
 
     def handle_read_timeout(self) -> None:
         # amqtt 0.12.1: `handle_read_timeout` is a no-op, so a client silent past its keepalive

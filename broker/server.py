@@ -12,16 +12,18 @@ from collections import Counter
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker, RetainedApplicationMessage, Server
+from amqtt.broker import Broker, Server
 from amqtt.contexts import Action, ListenerConfig
 from amqtt.errors import MQTTError
-from amqtt.events import BrokerEvents
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker import acl, metrics
+from broker.fanout import Fanout, Subscriber
 from broker.protocol import GatehouseProtocolHandler, close_quietly
+from broker.sessions import SessionStore
+from broker.topics import valid_filter
 from handlers.context import Context
 from handlers.devices import authenticate_device
 from handlers.effects import DisconnectDevice, Effect, Publish
@@ -42,15 +44,58 @@ def identity_of(session: Session) -> Identity | None:
 
 class GatehouseBroker(Broker):
     def __init__(
-        self, config: dict[str, Any], ctx: Context, *, allow_anonymous: bool = False, keepalive_grace: float = 0
+        self,
+        config: dict[str, Any],
+        ctx: Context,
+        *,
+        allow_anonymous: bool = False,
+        keepalive_grace: float = 0,
+        max_packet_size: int = 256 * 1024,
+        max_queued: int = 1000,
+        max_inflight: int = 20,
+        max_inbound: int = 100,
     ) -> None:
         super().__init__(config)
         self.ctx = ctx
         self.allow_anonymous = allow_anonymous
         self.keepalive_grace = keepalive_grace
+        self.max_packet_size = max_packet_size
+        self.max_inbound = max_inbound
         self.router = Router(ROUTES)
+        self.store = SessionStore()
+        self.fanout = Fanout(
+            self.store, max_queued=max_queued, max_inflight=max_inflight, on_overflow=self._slow_subscriber
+        )
         self._online: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        await super().start()  # clears the session table: load persistent sessions after it
+        for stored in await self.store.load():
+            handler, session = self.create_offline_session(stored.client_id)
+            session.clean_session = False
+            if stored.identity is not None:
+                session.attributes[IDENTITY] = stored.identity
+            self._sessions[stored.client_id] = (session, handler)
+            self.fanout.register(Subscriber(stored.client_id, stored.identity, persistent=True, connected=False))
+            for topic_filter, qos in stored.subscriptions.items():
+                self.fanout.subs.add(topic_filter, stored.client_id, qos)
+            outbox = self.fanout.outbox(stored.client_id)
+            for msg in stored.messages:
+                outbox.put(msg)
+        self.store.start()
+
+    def _slow_subscriber(self, client_id: str) -> None:
+        metrics.slow_disconnects.inc()
+        _, handler = self._sessions.get(client_id, (None, None))
+        if handler is not None and handler.writer is not None:
+            log.warning(
+                "client %s stays over its outgoing queue limit (%d messages): disconnecting",
+                client_id,
+                self.fanout.max_queued,
+            )
+            asyncio.get_running_loop().create_task(close_quietly(handler.writer), name="gatehouse.slow-close")
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -77,7 +122,10 @@ class GatehouseBroker(Broker):
             session.keep_alive = math.ceil(session.keep_alive * 1.5 + self.keepalive_grace)
         if await self._admit(session):
             session = await self._take_over(session)
-        return GatehouseProtocolHandler.adopt(handler), session
+        ours = GatehouseProtocolHandler.adopt(
+            handler, max_packet_size=self.max_packet_size, max_inbound=self.max_inbound
+        )
+        return ours, session
 
     async def _take_over(self, incoming: Session) -> Session:
         """An admitted CONNECT: the session it gets, after settling any session of its client id."""
@@ -135,7 +183,9 @@ class GatehouseBroker(Broker):
             )
             return False
         session.attributes[IDENTITY] = identity
-        session.is_anonymous = identity.kind == "anonymous"
+        # amqtt 0.12.1 discards an anonymous client's persistent session and offline messages;
+        # an admitted client is not anonymous to it, whoever it is to us.
+        session.is_anonymous = False
         return True
 
     async def _identify(self, session: Session) -> Identity | None:
@@ -183,14 +233,19 @@ class GatehouseBroker(Broker):
                 await asyncio.sleep(1)
 
         handler.attach(client_session, reader, writer)
-        self._sessions[client_session.client_id] = (client_session, handler)
+        client_id = client_session.client_id
+        self._sessions[client_id] = (client_session, handler)
+        # Bounded: when the pipeline falls behind, the reader waits (see GatehouseProtocolHandler).
+        client_session.delivered_message_queue = asyncio.Queue(maxsize=self.max_inbound)
         await handler.mqtt_connack_authorize(True)
-
-        await self.plugins_manager.fire_event(
-            BrokerEvents.CLIENT_CONNECTED, client_id=client_session.client_id, client_session=client_session
+        self.fanout.register(
+            Subscriber(client_id, identity, persistent=not client_session.clean_session, connected=True)
         )
         await handler.start()
-        await self._publish_session_retained_messages(client_session)
+        # amqtt's offline queue and in-flight retries are replaced by the session's outbox.
+        ours: GatehouseProtocolHandler = handler  # type: ignore[assignment]
+        ours.outbox = self.fanout.outbox(client_id)
+        ours.outbox.attach(handler._send_packet)
         metrics.connections.inc()
         username = identity.username if identity.kind == "device" else None
         try:
@@ -199,6 +254,8 @@ class GatehouseBroker(Broker):
             await self._client_message_loop(client_session, handler)
         finally:
             metrics.connections.dec()
+            if self._sessions.get(client_id, (None, None))[1] is handler:  # not taken over meanwhile
+                self.fanout.disconnected(client_id)
             if username:
                 await self._presence(username, -1)
 
@@ -235,21 +292,43 @@ class GatehouseBroker(Broker):
             log.warning("ACL denied %s on %r for client %s", action, topic, client_id)
         return allowed
 
+    # --- subscriptions (the index in broker/fanout.py replaces amqtt's filter dict) -----------
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        topic_filter, qos = subscription
+        if not valid_filter(topic_filter) or qos not in (0, 1, 2):
+            return 0x80
+        if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
+            return 0x80
+        self.fanout.subscribe(session.client_id or "", topic_filter, qos)
+        return qos
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        return int(self.fanout.unsubscribe(session.client_id or "", a_filter))
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        self.fanout.subs.remove_client(session.client_id or "")
+
+    async def _delete_session(self, client_id: str) -> None:
+        await super()._delete_session(client_id)
+        self.fanout.forget(client_id)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        # Called by amqtt's session monitor (expired sessions) and at shutdown; a persistent
+        # session outlives a shutdown (it is on disk) but not its expiry.
+        session, _ = self._sessions.get(client_id, (None, None))
+        await super()._cleanup_session(client_id)
+        if not (self._stopping and session is not None and not session.clean_session):
+            self.fanout.forget(client_id)
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
-        # amqtt 0.12.1 sends every matching retained message without asking the ACL; an anonymous
-        # '#' subscriber would read device status topics. Check RECEIVE per retained topic.
+        # amqtt 0.12.1 tests every retained topic against the filter and sends matches past the
+        # ACL (an anonymous '#' subscriber would read device status topics); the retained index
+        # finds the matches, and each is checked against the subscriber's RECEIVE ACL.
         topic_filter, qos = subscription
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        sends = []
-        for topic, retained in list(self._retained_messages.items()):
-            if self._matches(topic, topic_filter) and await self._topic_filtering(session, topic, Action.RECEIVE):
-                sends.append(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True))
-        if sends:
-            await asyncio.gather(*sends, return_exceptions=True)
+        self.fanout.send_retained(session.client_id or "", topic_filter, qos)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -266,7 +345,7 @@ class GatehouseBroker(Broker):
         ours: GatehouseProtocolHandler = handler  # type: ignore[assignment]
         metrics.messages_in.inc()
         topic = app_message.topic
-        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+        if not topic or "#" in topic or "+" in topic:
             log.warning("client %s sent PUBLISH on invalid topic %r: closing", client_session.client_id, topic)
             # amqtt 0.12.1 returns False here, which only ends the broker's message loop: the
             # socket stays open and the client never learns. Close the socket instead (the PUBACK
@@ -284,17 +363,37 @@ class GatehouseBroker(Broker):
             await self._forward(client_session, app_message)
             ours.release(app_message)
             return True
+        # At most `max_inbound` handler tasks per connection: past that this loop waits, the
+        # bounded delivery queue fills, and the reader stops reading the socket.
+        await ours.inbound_routes.acquire()
         task = asyncio.get_running_loop().create_task(
             self._run_route(client_session, ours, app_message, *found), name="gatehouse.mqtt-handler"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: ours.inbound_routes.release())
         return True
 
     async def _forward(self, session: Session | None, app_message: ApplicationMessage) -> None:
-        await self._broadcast_message(session, app_message.topic, app_message.data)
+        data = bytes(app_message.data or b"")
+        # Delivery QoS is the lower of the publish and the subscription QoS (amqtt 0.12.1 uses
+        # the subscription's).
+        self.fanout.publish(app_message.topic, data, app_message.qos or 0)
         if app_message.publish_packet and app_message.publish_packet.retain_flag:
-            await self.retain_message(session, app_message.topic, app_message.data, app_message.qos)
+            self.fanout.retain(app_message.topic, data, app_message.qos or 0)
+
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        # amqtt 0.12.1 queues every message for one global broadcast loop that tests every
+        # subscription filter; here the index finds the subscribers at once (wills and internal
+        # publishes come through here; `force_qos` is then the publish QoS).
+        if topic:
+            self.fanout.publish(topic, bytes(data or b""), force_qos)
 
     async def _run_route(
         self,
@@ -363,12 +462,9 @@ class GatehouseBroker(Broker):
         data: bytes | bytearray | None,
         qos: int | None = None,
     ) -> None:
-        # An empty retained payload clears the topic's retained message [MQTT-3.3.1-10].
-        if topic_name is not None and not data:
-            self._retained_messages.pop(topic_name, None)
-            return
-        if topic_name is not None and data is not None:
-            self._retained_messages[topic_name] = RetainedApplicationMessage(source_session, topic_name, data, qos)
+        # amqtt 0.12.1 keeps an empty retained payload instead of clearing [MQTT-3.3.1-10].
+        if topic_name is not None:
+            self.fanout.retain(topic_name, bytes(data or b""), qos or 0)
 
     async def shutdown(self) -> None:
         # amqtt 0.12.1's shutdown cancels each connection's reader task, and under load one can
@@ -380,7 +476,11 @@ class GatehouseBroker(Broker):
         await asyncio.sleep(0)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopping = True
         try:
             await asyncio.wait_for(super().shutdown(), timeout=10)
         except TimeoutError:
             log.warning("broker shutdown did not finish within 10 s; going on")
+        for outbox in self.fanout.outboxes.values():
+            outbox.detach()
+        await self.store.stop()

@@ -160,3 +160,82 @@ def valid_topic_name(topic: str) -> bool:
     """A publishable topic: no wildcards."""
     size = _utf8_len(topic)
     return bool(topic) and size is not None and size <= MAX_TOPIC_BYTES and not any(c in topic for c in "+#\0")
+
+
+class _TopicNode:
+    __slots__ = ("children", "present")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TopicNode] = {}
+        self.present = False
+
+
+class RetainedIndex:
+    """The topics that hold a retained message, found by filter without scanning every topic
+    (amqtt 0.12.1 tests every retained topic against the filter of every SUBSCRIBE)."""
+
+    __slots__ = ("_root",)
+
+    def __init__(self) -> None:
+        self._root = _TopicNode()
+
+    def add(self, topic: str) -> None:
+        node = self._root
+        for level in topic.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _TopicNode()
+            node = child
+        node.present = True
+
+    def remove(self, topic: str) -> None:
+        path = [self._root]
+        for level in topic.split("/"):
+            child = path[-1].children.get(level)
+            if child is None:
+                return
+            path.append(child)
+        path[-1].present = False
+        levels = topic.split("/")
+        for depth in range(len(levels), 0, -1):
+            node = path[depth]
+            if node.present or node.children:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+
+    def match(self, topic_filter: str) -> list[str]:
+        """Retained topics the filter matches (§4.7; wildcards at the first level skip `$` topics)."""
+        found: list[str] = []
+        levels = topic_filter.split("/")
+
+        def walk(node: _TopicNode, i: int, path: list[str]) -> None:
+            if i == len(levels):
+                if node.present:
+                    found.append("/".join(path))
+                return
+            level = levels[i]
+            if level == "#":
+                if node.present and i > 0:  # "a/#" also matches "a"
+                    found.append("/".join(path))
+                stack = [(node, path)]
+                while stack:
+                    n, p = stack.pop()
+                    for name, child in n.children.items():
+                        if i == 0 and not p and name.startswith("$"):
+                            continue
+                        q = [*p, name]
+                        if child.present:
+                            found.append("/".join(q))
+                        stack.append((child, q))
+            elif level == "+":
+                for name, child in node.children.items():
+                    if i == 0 and name.startswith("$"):
+                        continue
+                    walk(child, i + 1, [*path, name])
+            else:
+                child = node.children.get(level)
+                if child is not None:
+                    walk(child, i + 1, [*path, level])
+
+        walk(self._root, 0, [])
+        return found

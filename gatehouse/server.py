@@ -100,6 +100,10 @@ class Gatehouse:
             ctx,
             allow_anonymous=s.broker.allow_anonymous,
             keepalive_grace=s.broker.keepalive_grace_seconds,
+            max_packet_size=s.broker.max_packet_size,
+            max_queued=s.broker.max_queued_messages,
+            max_inflight=s.broker.max_inflight_messages,
+            max_inbound=s.broker.max_inbound_messages,
         )
         ctx.effector = self.broker
         await self.broker.start()

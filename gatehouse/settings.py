@@ -37,6 +37,10 @@ class BrokerSettings(_Section):
     public_host: str = "localhost"
     allow_anonymous: bool = False
     keepalive_grace_seconds: float = Field(0, ge=0)
+    max_packet_size: int = Field(256 * 1024, ge=64, le=256 * 1024 * 1024)
+    max_queued_messages: int = Field(1000, ge=1)
+    max_inflight_messages: int = Field(20, ge=1, le=65535)
+    max_inbound_messages: int = Field(100, ge=1)
 
 
 class DatabaseSettings(_Section):

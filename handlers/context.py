@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from handlers.effects import Effector, NullEffector
 from handlers.telemetry_writer import TelemetryWriter
@@ -28,3 +30,5 @@ class Context:
     access_token_minutes: float = 15
     refresh_token_days: float = 30
     history_page_max: int = 1000
+    # Commands awaiting their device's answer in this process: req_id -> future of the answer.
+    command_waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from handlers.commands import CommandResult, record_result
 from handlers.context import Context
 from handlers.effects import Effect, Publish
 from handlers.envelope import Envelope
@@ -27,6 +28,14 @@ def invalid(exc: ValidationError) -> InvalidPayload:
 
 async def on_telemetry(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
     return await ingest_telemetry(ctx, env)
+
+
+async def on_command_result(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
+    try:
+        res = CommandResult.model_validate(env.json())
+    except ValidationError as exc:
+        raise invalid(exc) from exc
+    return await record_result(ctx, env, params[0], params[1], res)
 
 
 async def on_claim(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
@@ -64,12 +73,17 @@ class Route:
 
 ROUTES = [
     Route("devices/+/telemetry", on_telemetry, device_error),
+    Route("devices/+/commands/res/+", on_command_result, device_error),
     Route("provisioning/+/claim", on_claim, claim_rejected),
 ]
 
 
 class Router:
-    """Finds the route for a topic; `+` matches one level and is handed to the handler."""
+    """Finds the route for a topic; `+` matches one level and is handed to the handler.
+
+    Routes are indexed by (levels, first level, last level); a route ending in `+` is indexed
+    under `+` and tried after the route ending in the topic's literal last level, if any.
+    """
 
     def __init__(self, routes: list[Route]) -> None:
         self._by_shape: dict[tuple[int, str, str], Route] = {}
@@ -79,13 +93,16 @@ class Router:
 
     def match(self, topic: str) -> tuple[Route, list[str]] | None:
         levels = topic.split("/")
-        route = self._by_shape.get((len(levels), levels[0], levels[-1]))
-        if route is None:
-            return None
-        params = []
-        for want, got in zip(route.levels, levels, strict=True):
-            if want == "+":
-                params.append(got)
-            elif want != got:
-                return None
-        return route, params
+        for last in (levels[-1], "+"):
+            route = self._by_shape.get((len(levels), levels[0], last))
+            if route is None:
+                continue
+            params = []
+            for want, got in zip(route.levels, levels, strict=True):
+                if want == "+":
+                    params.append(got)
+                elif want != got:
+                    break
+            else:
+                return route, params
+        return None

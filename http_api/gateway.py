@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers import devices, provisioning, telemetry
+from handlers import commands, devices, provisioning, telemetry
 from handlers.devices import authenticate_api_key
 from handlers.envelope import Envelope
 from http_api.state import (
@@ -84,6 +84,25 @@ async def claims(request: web.Request) -> web.Response:
     return web.json_response(await devices.list_claims(await principal(request), path_id(request)))
 
 
+async def send_command(request: web.Request) -> web.Response:
+    who = await principal(request)
+    req = await parse_body(request, commands.CommandRequest)
+    body = await commands.send_command(ctx_of(request), who, path_id(request), req)
+    # 202 while the device has not answered (timeout 0, or the wait ran out); 200 once it is final.
+    return web.json_response(body, status=202 if body["status"] == "pending" else 200)
+
+
+async def list_commands(request: web.Request) -> web.Response:
+    who = await principal(request)
+    q = parse_query(request, commands.CommandQuery)
+    return web.json_response(await commands.list_commands(who, path_id(request), q))
+
+
+async def get_command(request: web.Request) -> web.Response:
+    who = await principal(request)
+    return web.json_response(await commands.get_command(who, path_id(request), request.match_info["req_id"]))
+
+
 ROUTES = [
     web.post("/gateway/devices", create_device),
     web.get("/gateway/devices", list_devices),
@@ -94,5 +113,8 @@ ROUTES = [
     web.get("/gateway/devices/{id:[0-9]+}/claims", claims),
     web.get("/gateway/devices/{id:[0-9]+}/telemetry/latest", latest),
     web.get("/gateway/devices/{id:[0-9]+}/telemetry", history),
+    web.post("/gateway/devices/{id:[0-9]+}/commands", send_command),
+    web.get("/gateway/devices/{id:[0-9]+}/commands", list_commands),
+    web.get("/gateway/devices/{id:[0-9]+}/commands/{req_id}", get_command),
     web.post("/gateway/device-data/ingest", ingest),
 ]

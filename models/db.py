@@ -6,7 +6,7 @@ from typing import Any
 
 from tortoise import Tortoise, connections
 
-_MODULES = ["models.accounts", "models.devices", "models.telemetry"]
+_MODULES = ["models.accounts", "models.devices", "models.telemetry", "models.commands", "models.sessions"]
 
 
 def tortoise_config(url: str) -> dict[str, Any]:

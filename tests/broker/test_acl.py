@@ -152,7 +152,8 @@ def test_provision_client_id_with_wildcards_or_separators_gets_nothing(client_id
         ("provisioning/c/claim", False),
         ("channels/1/messages/req", False),
         ("test/+", False),  # a will topic is a topic name: no wildcards
-        ("$SYS/broker/uptime", False),  # $ topics are the broker's own (spoofable through a will)
+        ("$SYS/broker/uptime", False),  # $SYS is the broker's own (spoofable through a will)
+        ("$TopicA/B", True),  # other $ topics are ordinary names (Paho test_dollar_topics)
         ("", False),
     ],
 )
@@ -195,7 +196,17 @@ def test_anonymous_receive(topic: str, allowed: bool) -> None:
 
 @pytest.mark.parametrize(
     ("topic", "valid"),
-    [("a", True), ("a/b/c", True), ("a//b", True), ("", False), ("a/+", False), ("#", False), ("$SYS/x", False)],
+    [
+        ("a", True),
+        ("a/b/c", True),
+        ("a//b", True),
+        ("", False),
+        ("a/+", False),
+        ("#", False),
+        ("$SYS/x", False),
+        ("$SYS", False),
+        ("$x/y", True),
+    ],
 )
 def test_topic_name_valid(topic: str, valid: bool) -> None:
     assert topic_name_valid(topic) is valid

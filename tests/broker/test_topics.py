@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from broker.topics import SubscriptionIndex, valid_filter, valid_topic_name
+from broker.topics import RetainedIndex, SubscriptionIndex, valid_filter, valid_topic_name
 
 # (filter, topic, matches) — MQTT 3.1.1 §4.7.1.2, §4.7.1.3, §4.7.2 examples, plus empty-level edge cases.
 SPEC_CASES = [
@@ -286,3 +286,24 @@ def test_valid_filter(topic_filter: str, ok: bool) -> None:
 )
 def test_valid_topic_name(topic: str, ok: bool) -> None:
     assert valid_topic_name(topic) is ok
+
+
+def test_retained_index_matches_like_the_reference() -> None:
+    rng = random.Random(7)
+    alphabet = ["", "a", "b", "$x"]
+    topics = {"/".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(300)}
+    index = RetainedIndex()
+    for t in topics:
+        index.add(t)
+    filters = ["#", "+", "+/+", "a/#", "/#", "$x/#", "+/a", "a/+/b", "a", "", "$x/+", "b/#"]
+    filters += ["/".join(rng.choice([*alphabet, "+"]) for _ in range(rng.randint(1, 4))) for _ in range(100)]
+    for f in filters:
+        assert sorted(index.match(f)) == sorted(t for t in topics if reference_match(f, t)), f
+    removed = set(rng.sample(sorted(topics), len(topics) // 2))
+    for t in removed:
+        index.remove(t)
+    for f in filters:
+        assert sorted(index.match(f)) == sorted(t for t in topics - removed if reference_match(f, t)), f
+    for t in topics - removed:
+        index.remove(t)
+    assert index.match("#") == []

@@ -601,7 +601,7 @@ async def test_malformed_telemetry_answered_on_errors_topic(
 
 
 @pytest.mark.parametrize("qos", [0, 1])
-@pytest.mark.parametrize("bad_topic", ["devices/{me}/+", "devices/{me}/#", "$SYS/x", "$devices/{me}/telemetry"])
+@pytest.mark.parametrize("bad_topic", ["devices/{me}/+", "devices/{me}/#", "+", "#"])
 async def test_illegal_publish_topic_closes_only_that_connection(
     server: Server, alice: Api, clients: Callable[..., Client], bad_topic: str, qos: int
 ) -> None:
@@ -624,4 +624,18 @@ async def test_illegal_publish_topic_closes_only_that_connection(
     assert not other.disconnected.is_set()
     assert await same_device.publish(f"devices/{me}/telemetry", json.dumps({"v": 1}))
     assert await other.publish(f"devices/{other_dev['username']}/telemetry", json.dumps({"v": 1}))
+    assert await history_count(alice, device["id"]) == 1
+
+
+@pytest.mark.parametrize("topic", ["$SYS/x", "$devices/{me}/telemetry"])
+async def test_dollar_topic_publish_is_dropped_not_fatal(
+    server: Server, alice: Api, clients: Callable[..., Client], topic: str
+) -> None:
+    """A device may not publish on "$" topics; the publish is dropped and the connection stays."""
+    device, key = await alice.claimed_device()
+    me = device["username"]
+    client = await device_client(clients, server, device, key)
+    assert await client.publish(topic.format(me=me), b'{"v": 1}')  # PUBACKed, then dropped by the ACL
+    assert await client.publish(f"devices/{me}/telemetry", json.dumps({"v": 1}))
+    assert not client.disconnected.is_set()
     assert await history_count(alice, device["id"]) == 1

@@ -1,0 +1,152 @@
+"""Fan-out: subscriptions, retained messages and each session's outbox, indexed.
+
+Replaces amqtt 0.12.1's global broadcast queue, which tests every subscription filter (and
+formats a debug string per filter) for every publish, and whose deliveries are unbounded tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker import acl, metrics
+from broker.delivery import Outbox, Outgoing
+from broker.sessions import SessionStore
+from broker.topics import RetainedIndex, SubscriptionIndex
+from handlers.envelope import Identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Retained:
+    payload: bytes
+    qos: int
+
+
+@dataclass(slots=True)
+class Subscriber:
+    """What fan-out needs to know of a session."""
+
+    client_id: str
+    identity: Identity | None
+    persistent: bool
+    connected: bool
+
+
+class Fanout:
+    def __init__(
+        self, store: SessionStore, *, max_queued: int, max_inflight: int, on_overflow: Callable[[str], None]
+    ) -> None:
+        self.subs = SubscriptionIndex()
+        self.retained: dict[str, Retained] = {}
+        self._retained_index = RetainedIndex()
+        self.outboxes: dict[str, Outbox] = {}
+        self.subscribers: dict[str, Subscriber] = {}
+        self.store = store
+        self.max_queued = max_queued
+        self.max_inflight = max_inflight
+        self._on_overflow = on_overflow
+        metrics.queued.set_function(lambda: sum(len(o) for o in self.outboxes.values()))
+        metrics.sessions.set_function(lambda: len(self.subscribers))
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def outbox(self, client_id: str) -> Outbox:
+        box = self.outboxes.get(client_id)
+        if box is None:
+            box = self.outboxes[client_id] = Outbox(
+                client_id,
+                max_queued=self.max_queued,
+                max_inflight=self.max_inflight,
+                on_overflow=lambda b: self._on_overflow(b.client_id),
+                on_acked=self.store.acked,
+            )
+        return box
+
+    def register(self, sub: Subscriber) -> None:
+        self.subscribers[sub.client_id] = sub
+
+    def forget(self, client_id: str) -> None:
+        """The session ends for good (clean session, or a clean CONNECT replacing it)."""
+        sub = self.subscribers.pop(client_id, None)
+        self.subs.remove_client(client_id)
+        box = self.outboxes.pop(client_id, None)
+        if box is not None:
+            box.detach()
+        if sub is not None and sub.persistent:
+            self.store.forget(client_id)
+
+    def disconnected(self, client_id: str) -> None:
+        sub = self.subscribers.get(client_id)
+        box = self.outboxes.get(client_id)
+        if box is not None:
+            box.detach()
+        if sub is None or not sub.persistent:
+            self.forget(client_id)
+            return
+        sub.connected = False
+        if box is not None:
+            box.discard_qos0()
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def subscribe(self, client_id: str, topic_filter: str, qos: int) -> None:
+        self.subs.add(topic_filter, client_id, qos)
+        self._persist(client_id)
+
+    def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
+        found = self.subs.remove(topic_filter, client_id)
+        if found:
+            self._persist(client_id)
+        return found
+
+    def _persist(self, client_id: str) -> None:
+        sub = self.subscribers.get(client_id)
+        if sub is not None and sub.persistent:
+            self.store.save(client_id, sub.identity, self.subs.filters_of(client_id))
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, qos: int | None) -> int:
+        """Hand a message to every matching subscriber, at the lower of the publish and
+        subscription QoS (`None`: the subscription's); returns how many got it."""
+        delivered = 0
+        for client_id, sub_qos in self.subs.match(topic).items():
+            sub = self.subscribers.get(client_id)
+            if sub is None or sub.identity is None or not acl.may_receive(sub.identity, client_id, topic):
+                continue
+            out_qos = sub_qos if qos is None else min(qos, sub_qos)
+            if not sub.connected and (out_qos == 0 or not sub.persistent):
+                continue
+            if self._queue(sub, Outgoing(topic, payload, out_qos)):
+                delivered += 1
+        return delivered
+
+    def _queue(self, sub: Subscriber, msg: Outgoing) -> bool:
+        if not self.outbox(sub.client_id).put(msg):
+            return False
+        if sub.persistent and msg.qos > 0:
+            self.store.enqueue(sub.client_id, msg)
+        return True
+
+    def retain(self, topic: str, payload: bytes, qos: int) -> None:
+        """Store (or, with an empty payload, clear [MQTT-3.3.1-10]) the topic's retained message."""
+        if not payload:
+            if self.retained.pop(topic, None) is not None:
+                self._retained_index.remove(topic)
+            return
+        if topic not in self.retained:
+            self._retained_index.add(topic)
+        self.retained[topic] = Retained(payload, qos)
+
+    def send_retained(self, client_id: str, topic_filter: str, qos: int) -> None:
+        """On SUBSCRIBE: the retained messages the filter matches and the subscriber may read."""
+        sub = self.subscribers.get(client_id)
+        if sub is None or sub.identity is None:
+            return
+        for topic in self._retained_index.match(topic_filter):
+            if acl.may_receive(sub.identity, client_id, topic):
+                kept = self.retained[topic]
+                self._queue(sub, Outgoing(topic, kept.payload, min(qos, kept.qos), retain=True))
