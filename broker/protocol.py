@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from amqtt.adapters import WriterAdapter
 from amqtt.errors import MQTTError, NoDataError
@@ -85,27 +86,32 @@ _PACKETS = {
 }
 
 
+Deliver = Callable[["GatehouseProtocolHandler", ApplicationMessage], Awaitable[None]]
+
+
 class GatehouseProtocolHandler(BrokerProtocolHandler):
     """Replaces amqtt 0.12.1 behaviours of `BrokerProtocolHandler` (see each method)."""
 
-    _acks: dict[int, asyncio.Future[None]]
     outbox: Outbox | None
+    deliver: Deliver
     max_packet_size: int
     inbound: asyncio.Semaphore
-    inbound_routes: asyncio.Semaphore
+    _last_read: float
+    _watchdog: asyncio.TimerHandle | None
 
     @classmethod
     def adopt(
-        cls, handler: BrokerProtocolHandler, *, max_packet_size: int, max_inbound: int
+        cls, handler: BrokerProtocolHandler, *, deliver: Deliver, max_packet_size: int, max_inbound: int
     ) -> GatehouseProtocolHandler:
         """Turn the handler amqtt built into ours (amqtt hard-codes `BrokerProtocolHandler`)."""
         handler.__class__ = cls
         ours: GatehouseProtocolHandler = handler  # type: ignore[assignment]
-        ours._acks = {}
         ours.outbox = None
+        ours.deliver = deliver
         ours.max_packet_size = max_packet_size
         ours.inbound = asyncio.Semaphore(max_inbound)
-        ours.inbound_routes = asyncio.Semaphore(max_inbound)
+        ours._last_read = 0.0
+        ours._watchdog = None
         return ours
 
     async def _reader_loop(self) -> None:
@@ -113,19 +119,21 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
         # so a publisher faster than the pipeline grows memory without bound: here at most
         # `inbound` publishes per connection are in hand, then the socket is not read (TCP
         # backpressure); (2) reads a packet of any size (5 MiB passes): here a packet over
-        # `max_packet_size` closes that connection only; (3) fires a plugin event per packet.
+        # `max_packet_size` closes that connection only; (3) wraps every read in `wait_for` for
+        # the keepalive and does nothing when it expires: a watchdog timer closes the connection
+        # instead; (4) fires a plugin event per packet.
         assert self.session is not None and self._reader_ready is not None and self.reader is not None
         client_id = self.session.client_id
-        keepalive = self.session.keep_alive or None
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        if self.session.keep_alive:
+            self._arm_watchdog(self.session.keep_alive)
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
                 self._reader_ready.set()
-                try:
-                    header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), timeout=keepalive)
-                except TimeoutError:
-                    self.handle_read_timeout()
-                    continue
+                header = await MQTTFixedHeader.from_stream(self.reader)
+                self._last_read = loop.time()
                 if not header:
                     break
                 if header.remaining_length > self.max_packet_size:
@@ -148,14 +156,14 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
                 kind = header.packet_type
                 if kind == PUBLISH:
                     await self.inbound.acquire()
-                    task = asyncio.get_running_loop().create_task(self.handle_publish(packet))
+                    task = loop.create_task(self.handle_publish(packet))
                     tasks.add(task)
                     task.add_done_callback(self._publish_done(tasks))
                 elif kind == CONNECT:
                     log.warning("client %s sent a second CONNECT: closing [MQTT-3.1.0-2]", client_id)
                     break
                 elif kind in _PACKETS:
-                    task = asyncio.get_running_loop().create_task(getattr(self, _PACKETS[kind])(packet))
+                    task = loop.create_task(getattr(self, _PACKETS[kind])(packet))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 else:
@@ -166,11 +174,26 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
         except Exception:
             log.warning("client %s: reader stopped", client_id, exc_info=True)
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             for task in tasks:
                 task.cancel()
             await self.handle_connection_closed()
             self._reader_stopped.set()
             await self.stop()
+
+    def _arm_watchdog(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            silent = loop.time() - self._last_read
+            if silent >= timeout:
+                self._watchdog = None
+                self.handle_read_timeout()
+            else:
+                self._watchdog = loop.call_later(timeout - silent, check)
+
+        self._watchdog = loop.call_later(timeout, check)
 
     def _publish_done(self, tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
@@ -179,17 +202,43 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
 
         return done
 
+    async def _send_packet(self, packet: Any) -> None:
+        # Replaces amqtt 0.12.1's, which per packet takes a lock, re-arms a keepalive write timer
+        # (a no-op in a broker) and fires a plugin event. One write() of the whole packet cannot
+        # interleave with another; drain() waits only when the socket buffer is full.
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            writer.write(packet.to_bytes())
+            await writer.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            await self.handle_connection_closed()
+
     async def _handle_qos0_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
     ) -> None:
-        # amqtt 0.12.1 drops an incoming QoS 0 message when the delivery queue is full; the queue
-        # is bounded here, so wait for room instead (this stalls the reader: backpressure).
+        # amqtt 0.12.1 queues the message for the broker's per-client loop (and drops it when the
+        # queue is full); the broker handles it here, in the publish's own task.
         if app_message.direction != INCOMING or self.session is None:
             await super()._handle_qos0_message_flow(app_message)
             return
         if app_message.publish_packet is not None and app_message.publish_packet.dup_flag:
             return  # [MQTT-3.3.1-2] DUP must be 0 on QoS 0
-        await self.session.delivered_message_queue.put(app_message)
+        await self.deliver(self, app_message)
+
+    async def _handle_qos1_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        # amqtt 0.12.1 PUBACKs an incoming QoS 1 message as soon as it is queued. Here the broker
+        # handles it first (for telemetry: committed), so an acknowledged sample survives a kill -9.
+        if app_message.direction != INCOMING or self.session is None or app_message.packet_id is None:
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        await self.deliver(self, app_message)
+        puback = PubackPacket.build(app_message.packet_id)
+        await self._send_packet(puback)
+        app_message.puback_packet = puback
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         # Outgoing QoS 1 is the outbox's (no 5 s give-up); amqtt's waiters serve the rest.
@@ -220,29 +269,3 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
         metrics.keepalive_expired.inc()
         if self.writer is not None:
             asyncio.get_running_loop().create_task(close_quietly(self.writer), name="gatehouse.keepalive-close")
-
-    async def _handle_qos1_message_flow(
-        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
-    ) -> None:
-        # amqtt 0.12.1 PUBACKs an incoming QoS 1 message as soon as it is queued. We PUBACK only
-        # once the broker has handled it (for telemetry: committed), so an acknowledged sample
-        # survives a kill -9.
-        if app_message.direction != INCOMING or self.session is None or app_message.packet_id is None:
-            await super()._handle_qos1_message_flow(app_message)
-            return
-        handled = asyncio.get_running_loop().create_future()
-        self._acks[id(app_message)] = handled
-        try:
-            await self.session.delivered_message_queue.put(app_message)
-            await handled
-        finally:
-            self._acks.pop(id(app_message), None)
-        puback = PubackPacket.build(app_message.packet_id)
-        await self._send_packet(puback)
-        app_message.puback_packet = puback
-
-    def release(self, app_message: ApplicationMessage) -> None:
-        """The broker is done with this message: let its PUBACK go."""
-        handled = self._acks.get(id(app_message))
-        if handled is not None and not handled.done():
-            handled.set_result(None)

@@ -67,7 +67,6 @@ class GatehouseBroker(Broker):
             self.store, max_queued=max_queued, max_inflight=max_inflight, on_overflow=self._slow_subscriber
         )
         self._online: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -123,7 +122,7 @@ class GatehouseBroker(Broker):
         if await self._admit(session):
             session = await self._take_over(session)
         ours = GatehouseProtocolHandler.adopt(
-            handler, max_packet_size=self.max_packet_size, max_inbound=self.max_inbound
+            handler, deliver=self._deliver, max_packet_size=self.max_packet_size, max_inbound=self.max_inbound
         )
         return ours, session
 
@@ -235,8 +234,6 @@ class GatehouseBroker(Broker):
         handler.attach(client_session, reader, writer)
         client_id = client_session.client_id
         self._sessions[client_id] = (client_session, handler)
-        # Bounded: when the pipeline falls behind, the reader waits (see GatehouseProtocolHandler).
-        client_session.delivered_message_queue = asyncio.Queue(maxsize=self.max_inbound)
         await handler.mqtt_connack_authorize(True)
         self.fanout.register(
             Subscriber(client_id, identity, persistent=not client_session.clean_session, connected=True)
@@ -335,46 +332,39 @@ class GatehouseBroker(Broker):
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
-        # Rewrites amqtt 0.12.1's method: an allowed message that matches a route goes through the
-        # handler pipeline (in its own task, so one slow sample does not stall the connection);
-        # its PUBACK is released once the handler is done, and subscribers get whatever the
-        # handler publishes. Everything else is forwarded as before.
+        # amqtt 0.12.1 hands every PUBLISH to this per-client loop through a queue; ours deliver
+        # QoS 0 and 1 from the publish's own task (GatehouseProtocolHandler), so only QoS 2
+        # (after PUBREL) still arrives here.
         app_message: ApplicationMessage | None = wait_deliver.result()
-        if app_message is None:
-            return True
-        ours: GatehouseProtocolHandler = handler  # type: ignore[assignment]
+        if app_message is not None:
+            await self._deliver(handler, app_message)  # type: ignore[arg-type]
+        return True
+
+    async def _deliver(self, handler: GatehouseProtocolHandler, app_message: ApplicationMessage) -> None:
+        """An incoming PUBLISH: checked, then through the handler pipeline (routed topics, which
+        the PUBACK waits for) or forwarded to subscribers."""
+        session = handler.session
+        if session is None:
+            return
         metrics.messages_in.inc()
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic:
-            log.warning("client %s sent PUBLISH on invalid topic %r: closing", client_session.client_id, topic)
-            # amqtt 0.12.1 returns False here, which only ends the broker's message loop: the
-            # socket stays open and the client never learns. Close the socket instead (the PUBACK
-            # released below is then not sent) and keep the loop: its reader sees EOF and the
-            # ordinary abnormal-disconnect path runs (will, presence, session cleanup).
+            log.warning("client %s sent PUBLISH on invalid topic %r: closing", session.client_id, topic)
+            # amqtt 0.12.1 only ends its message loop here: the socket stays open and the client
+            # never learns. Close the socket; the reader sees EOF and the ordinary
+            # abnormal-disconnect path runs (will, presence, session cleanup).
             if handler.writer is not None:
                 await close_quietly(handler.writer)
-            ours.release(app_message)
-            return True
-        if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
-            ours.release(app_message)
-            return True
+            return
+        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+            return
         found = self.router.match(topic)
         if found is None:
-            await self._forward(client_session, app_message)
-            ours.release(app_message)
-            return True
-        # At most `max_inbound` handler tasks per connection: past that this loop waits, the
-        # bounded delivery queue fills, and the reader stops reading the socket.
-        await ours.inbound_routes.acquire()
-        task = asyncio.get_running_loop().create_task(
-            self._run_route(client_session, ours, app_message, *found), name="gatehouse.mqtt-handler"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: ours.inbound_routes.release())
-        return True
+            self._forward(session, app_message)
+        else:
+            await self._run_route(session, app_message, *found)
 
-    async def _forward(self, session: Session | None, app_message: ApplicationMessage) -> None:
+    def _forward(self, session: Session | None, app_message: ApplicationMessage) -> None:
         data = bytes(app_message.data or b"")
         # Delivery QoS is the lower of the publish and the subscription QoS (amqtt 0.12.1 uses
         # the subscription's).
@@ -396,12 +386,7 @@ class GatehouseBroker(Broker):
             self.fanout.publish(topic, bytes(data or b""), force_qos)
 
     async def _run_route(
-        self,
-        session: Session,
-        handler: GatehouseProtocolHandler,
-        app_message: ApplicationMessage,
-        route: Any,
-        params: list[str],
+        self, session: Session, app_message: ApplicationMessage, route: Any, params: list[str]
     ) -> None:
         identity = identity_of(session) or ANONYMOUS
         env = Envelope(
@@ -423,8 +408,6 @@ class GatehouseBroker(Broker):
             metrics.handler_failures.inc()
             log.exception("handler failed for client %s on %s", env.client_id, env.topic)
             effects = [route.on_error(env, params, GatehouseError("internal error", code="internal"))]
-        finally:
-            handler.release(app_message)
         await self.apply(effects)
 
     # --- effects ------------------------------------------------------------------------------
@@ -474,8 +457,6 @@ class GatehouseBroker(Broker):
             if handler.writer is not None:
                 await close_quietly(handler.writer)
         await asyncio.sleep(0)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._stopping = True
         try:
             await asyncio.wait_for(super().shutdown(), timeout=10)
