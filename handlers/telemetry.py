@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +40,9 @@ async def ingest_telemetry(ctx: Context, env: Envelope) -> list[Effect]:
         raise Forbidden("only a device may send telemetry", code="not_a_device")
     topic = telemetry_topic(env.identity.username)
     payload = parse_payload(env)
-    await ctx.writer.write(Sample(env.identity.device_id, env.received_at, payload, env.source))
+    # A JSON object is stored as the device sent it (it parsed strictly); SenML is stored resolved.
+    text = env.payload.decode() if isinstance(payload, dict) else json.dumps(payload, separators=(",", ":"))
+    await ctx.writer.write(Sample(env.identity.device_id, env.received_at, text, env.source))
     return [Publish(topic, env.payload, qos=None)]
 
 

@@ -50,6 +50,15 @@ class TelemetryWriter:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def stats(self) -> dict[str, float]:
+        return {
+            "telemetry_pending": self.pending,
+            "telemetry_committed": self.committed,
+            "telemetry_batches": self.batches,
+            "telemetry_mean_batch": round(self.committed / self.batches, 1) if self.batches else 0,
+            "telemetry_mean_commit_ms": round(1000 * self.commit_seconds / self.batches, 2) if self.batches else 0,
+        }
+
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]

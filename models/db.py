@@ -27,6 +27,9 @@ async def init_db(url: str) -> Any:
 
 
 async def close_db(ctx: Any) -> None:
+    from models.telemetry import close_batch_writer
+
+    close_batch_writer()
     # Close the context Tortoise.init returned: under pytest teardown the global
     # Tortoise.close_connections() can run in another task and find nothing (aiosqlite's
     # non-daemon worker thread then hangs the process at exit).
