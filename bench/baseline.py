@@ -1,6 +1,9 @@
-"""Baseline: QoS 1 telemetry forwarded by a bare amqtt broker (separate process) to one subscriber.
+"""Baseline: QoS 1 telemetry forwarded by a reference broker (separate process) to one subscriber.
 
-python -m bench.baseline --devices 100 --messages 50
+python -m bench.baseline --devices 100 --messages 50 [--window 10] [--broker amqtt|mosquitto]
+
+`amqtt` is bare amqtt 0.12.1 (bench/_bare_amqtt.py); `mosquitto` is Mosquitto with a generated
+config (bench/_mosquitto.py, installed with apt-get when missing and running as root).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from bench._mosquitto import start_mosquitto
 from firmware_sim.mqtt import MqttClient
 from firmware_sim.stats import Progress, Stats
 
@@ -45,12 +49,12 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def _publisher(client: MqttClient, index: int, count: int, stats: Stats) -> None:
+async def _publisher(client: MqttClient, index: int, count: int, window: int, stats: Stats) -> None:
     topic = f"bench/{index}/telemetry"
     seqs = iter(range(count))
 
     async def worker() -> None:
-        for seq in seqs:  # shared iterator: WINDOW workers = WINDOW messages in flight
+        for seq in seqs:  # shared iterator: `window` workers = `window` messages in flight
             payload = json.dumps({"t": seq, "v": 1.5}).encode()
             stats.sent += 1
             start = time.perf_counter()
@@ -58,11 +62,25 @@ async def _publisher(client: MqttClient, index: int, count: int, stats: Stats) -
             stats.record_latency(time.perf_counter() - start)
             stats.acked += 1
 
-    await asyncio.gather(*(worker() for _ in range(min(WINDOW, count))))
+    await asyncio.gather(*(worker() for _ in range(min(window, count))))
 
 
-async def run_baseline(devices: int, messages_per_device: int, *, host: str = "127.0.0.1") -> dict:
-    proc, port = await _start_broker()
+async def run_baseline(
+    devices: int,
+    messages_per_device: int,
+    *,
+    host: str = "127.0.0.1",
+    window: int = WINDOW,
+    broker: str = "amqtt",
+    connect_batch: int = CONNECT_BATCH,
+) -> dict:
+    """Publish devices x messages QoS 1 samples through `broker` to one subscriber; forwarded msg/s."""
+    if broker == "amqtt":
+        proc, port = await _start_broker()
+    elif broker == "mosquitto":
+        proc, port = await start_mosquitto()
+    else:
+        raise ValueError(f"unknown broker {broker!r}")
     clients: list[MqttClient] = []
     try:
         broker_ps, me = psutil.Process(proc.pid), psutil.Process(os.getpid())
@@ -74,11 +92,11 @@ async def run_baseline(devices: int, messages_per_device: int, *, host: str = "1
 
         pubs = [MqttClient() for _ in range(devices)]
         clients.extend(pubs)
-        for lo in range(0, devices, CONNECT_BATCH):
+        for lo in range(0, devices, connect_batch):
             await asyncio.gather(
                 *(
                     c.connect(host, port, client_id=f"bench-dev-{i}")
-                    for i, c in enumerate(pubs[lo : lo + CONNECT_BATCH], start=lo)
+                    for i, c in enumerate(pubs[lo : lo + connect_batch], start=lo)
                 )
             )
 
@@ -96,11 +114,11 @@ async def run_baseline(devices: int, messages_per_device: int, *, host: str = "1
                     done.set()
 
         stats = Stats()
-        progress = Progress("baseline")
+        progress = Progress(f"baseline[{broker}]")
         receiver = asyncio.create_task(receive())
         cpu0 = (broker_ps.cpu_times(), me.cpu_times())
         t0 = time.perf_counter()
-        publishing = asyncio.gather(*(_publisher(c, i, messages_per_device, stats) for i, c in enumerate(pubs)))
+        publishing = asyncio.gather(*(_publisher(c, i, messages_per_device, window, stats) for i, c in enumerate(pubs)))
         while not publishing.done():
             await asyncio.wait([publishing], timeout=0.25)
             rate = len(received) / max(time.perf_counter() - t0, 1e-9)
@@ -122,6 +140,7 @@ async def run_baseline(devices: int, messages_per_device: int, *, host: str = "1
         broker_cpu = sum(cpu1[0][:2]) - sum(cpu0[0][:2])
         gen_cpu = sum(cpu1[1][:2]) - sum(cpu0[1][:2])
         return {
+            "broker": broker,
             "baseline_mps": round(mps, 1),
             "lost": stats.sent - len(received),
             "seconds": round(seconds, 3),
@@ -143,8 +162,10 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--messages", type=int, default=50, help="QoS 1 messages per device")
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--window", type=int, default=WINDOW, help="in-flight QoS 1 messages per publisher")
+    ap.add_argument("--broker", choices=["amqtt", "mosquitto"], default="amqtt")
     args = ap.parse_args()
-    coro = run_baseline(args.devices, args.messages, host=args.host)
+    coro = run_baseline(args.devices, args.messages, host=args.host, window=args.window, broker=args.broker)
     try:
         import uvloop
     except ImportError:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import sqlite3
@@ -23,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import psutil
@@ -49,11 +51,24 @@ def _gatehouse(*args: str) -> list[str]:
     return [sys.executable, "-m", "gatehouse.cli", *args]
 
 
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file soft limit to the hard limit; returns the new limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _child_setup() -> None:  # runs in the forked server before exec
+    raise_nofile_limit()
+
+
 class ServerProcess:
     """`gatehouse serve` on free loopback ports with a fresh data directory."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = {**os.environ, **(env or {})}  # GATEHOUSE_* overrides for the server
         self.ports = {flag: _free_port() for flag in ("http", "https", "mqtt", "mqtts", "ws")}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
@@ -75,6 +90,7 @@ class ServerProcess:
             capture_output=True,
             text=True,
             cwd=ROOT,
+            env=self.env,
             timeout=60,
         )
         if done.returncode != 0:
@@ -86,6 +102,8 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                env=self.env,
+                preexec_fn=_child_setup,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -113,14 +131,34 @@ class ServerProcess:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
 
-async def claim_devices(base: str, count: int) -> list[tuple[str, str]]:
-    """Create and claim `count` devices over REST; returns (mqtt username, api key) pairs."""
-    async with aiohttp.ClientSession(raise_for_status=True) as http:
-        async with http.post(f"{base}/auth/login", json={"username": USER, "password": PASSWORD}) as resp:
-            auth = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
-        limit = asyncio.Semaphore(SETUP_CONCURRENCY)
+class Device(NamedTuple):
+    id: int  # REST id
+    username: str  # MQTT username (the topic level under devices/)
+    api_key: str  # MQTT password
 
-        async def one(i: int) -> tuple[str, str]:
+
+async def login(http: aiohttp.ClientSession, base: str) -> dict[str, str]:
+    """Log the bench user in once (argon2: ~170 ms a login); returns the Authorization header."""
+    async with http.post(f"{base}/auth/login", json={"username": USER, "password": PASSWORD}) as resp:
+        resp.raise_for_status()
+        return {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
+
+
+async def setup_devices(
+    base: str,
+    count: int,
+    *,
+    concurrency: int = SETUP_CONCURRENCY,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[Device]:
+    """Create, provision and claim `count` devices over REST, `concurrency` devices at a time."""
+    done = 0
+    async with aiohttp.ClientSession(raise_for_status=True, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        auth = await login(http, base)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> Device:
+            nonlocal done
             async with limit:
                 body = {"name": f"bench-{i}", "location": "bench"}
                 async with http.post(f"{base}/gateway/devices", json=body, headers=auth) as resp:
@@ -130,12 +168,20 @@ async def claim_devices(base: str, count: int) -> list[tuple[str, str]]:
                 claim = {"token": token, "device_metadata": {"fw": "bench"}}
                 async with http.post(f"{base}/gateway/devices/claim", json=claim) as resp:
                     claimed = await resp.json()
-            return claimed["mqtt"]["username"], claimed["api_key"]
+            done += 1
+            if on_progress is not None:
+                on_progress(done)
+            return Device(device["id"], claimed["mqtt"]["username"], claimed["api_key"])
 
         return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def _publisher(client: MqttClient, username: str, count: int, window: int, stats: Stats) -> float:
+async def claim_devices(base: str, count: int) -> list[tuple[str, str]]:
+    """Create and claim `count` devices over REST; returns (mqtt username, api key) pairs."""
+    return [(d.username, d.api_key) for d in await setup_devices(base, count)]
+
+
+async def publish_telemetry(client: MqttClient, username: str, count: int, window: int, stats: Stats) -> float:
     """Publish `count` QoS 1 samples with at most `window` in flight; returns the last PUBACK time."""
     topic = f"devices/{username}/telemetry"
     seqs = iter(range(count))
@@ -156,7 +202,7 @@ async def _publisher(client: MqttClient, username: str, count: int, window: int,
     return last
 
 
-async def _sample_rss(proc: psutil.Process, peak: list[int]) -> None:
+async def sample_rss(proc: psutil.Process, peak: list[int]) -> None:
     while True:
         with contextlib.suppress(psutil.Error):
             rss = proc.memory_info().rss
@@ -178,7 +224,7 @@ async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -
         assert server.proc is not None
         server_ps, me = psutil.Process(server.proc.pid), psutil.Process(os.getpid())
         peak = [0, 0]
-        sampler = asyncio.create_task(_sample_rss(server_ps, peak))
+        sampler = asyncio.create_task(sample_rss(server_ps, peak))
 
         creds = await claim_devices(f"http://127.0.0.1:{server.ports['http']}", devices)
         print(f"{devices} devices claimed; connecting", file=sys.stderr)
@@ -197,7 +243,7 @@ async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -
         peak[1] = 0
         t0 = time.perf_counter()
         publishing = asyncio.gather(
-            *(_publisher(c, u, messages, window, stats) for c, (u, _) in zip(clients, creds, strict=True))
+            *(publish_telemetry(c, u, messages, window, stats) for c, (u, _) in zip(clients, creds, strict=True))
         )
         while not publishing.done():
             await asyncio.wait([publishing], timeout=0.25)
@@ -250,6 +296,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=50, help="QoS 1 messages per device")
     ap.add_argument("--window", type=int, default=10, help="in-flight QoS 1 messages per device")
     args = ap.parse_args()
+    raise_nofile_limit()
     try:
         import uvloop
     except ImportError:
