@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -138,12 +139,37 @@ async def logout(req: RefreshRequest) -> None:
     )
 
 
+PRINCIPAL_TTL = 10.0  # seconds an authenticated token is trusted without checking it again
+
+
 async def authenticate_jwt(ctx: Context, token: str) -> Principal:
+    """The user behind an access token, who must still be active.
+
+    A token that checked out is remembered for PRINCIPAL_TTL seconds (never past its expiry):
+    verifying the signature and reading the user were most of a short request's cost.
+    Whatever changes a user's status calls `forget_principal`.
+    """
+    now = time.monotonic()
+    known = ctx.principals.get(token)
+    if known is not None and known[1] > now:
+        return known[0]
     claims = decode_access_token(ctx.jwt_secret, token)
     user = await User.get_or_none(id=claims["sub"])
     if user is None or user.account_status != "active":
         raise Unauthorized("user no longer active", code="account_not_active")
-    return Principal(str(user.id), user.username, user.account_type)
+    principal = Principal(str(user.id), user.username, user.account_type)
+    if len(ctx.principals) > 10_000:
+        ctx.principals.clear()
+    until = min(now + PRINCIPAL_TTL, now + float(claims["exp"]) - time.time())
+    ctx.principals[token] = (principal, until)
+    return principal
+
+
+def forget_principal(ctx: Context, user_id: str) -> None:
+    """Call when a user's status, type or existence changes: their tokens are checked afresh."""
+    for token, (principal, _) in list(ctx.principals.items()):
+        if principal.user_id == user_id:
+            del ctx.principals[token]
 
 
 async def me(principal: Principal) -> dict[str, object]:

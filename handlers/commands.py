@@ -75,7 +75,7 @@ async def send_command(ctx: Context, principal: Principal, device_id: int, req: 
         created_at=now,
         expires_at=now + timedelta(seconds=req.expires_in),
     )
-    waiter: asyncio.Future[dict[str, Any]] | None = None
+    waiter: asyncio.Future[tuple[str, dict[str, Any], datetime]] | None = None
     if req.timeout > 0:  # registered before publishing, so even an instant answer finds it
         waiter = ctx.command_waiters[cmd.req_id] = asyncio.get_running_loop().create_future()
     try:
@@ -83,7 +83,8 @@ async def send_command(ctx: Context, principal: Principal, device_id: int, req: 
         if waiter is None:
             return command_view(cmd, now)
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(waiter, req.timeout)
+            cmd.status, cmd.result, cmd.answered_at = await asyncio.wait_for(waiter, req.timeout)
+            return command_view(cmd, now)
     finally:
         ctx.command_waiters.pop(cmd.req_id, None)
     # Timed out here; another worker may still have recorded the answer: the row decides.
@@ -98,26 +99,24 @@ async def record_result(ctx: Context, env: Envelope, username: str, req_id: str,
     who = env.identity
     if who.kind != "device" or who.device_id is None or who.username != username:
         raise Forbidden("a device answers only on devices/<own username>/commands/res/<req_id>", code="not_a_device")
-    # Another device's req_id reads as unknown: ids do not leak across devices.
-    cmd = await Command.get_or_none(req_id=req_id, device_id=who.device_id)
-    if cmd is None:
-        raise NotFound(f"no command {req_id} for this device", code="command_not_found")
-    if cmd.status != "pending":
-        raise Conflict(f"command {req_id} was already answered", code="command_already_answered")
     now = datetime.now(UTC)
-    if cmd.expires_at <= now:
-        raise Gone(f"command {req_id} expired at {cmd.expires_at.isoformat()}", code="command_expired")
     result = res.model_dump()
     # The conditional update is the lock: of racing answers exactly one still sees "pending".
-    won = await Command.filter(id=cmd.id, status="pending", expires_at__gt=now).update(
+    # Tried first (one query on the happy path); only a refusal looks up why.
+    won = await Command.filter(req_id=req_id, device_id=who.device_id, status="pending", expires_at__gt=now).update(
         status=res.status, result=result, answered_at=now
     )
     if not won:
-        raise Conflict(f"command {req_id} was already answered", code="command_already_answered")
-    cmd.status, cmd.result, cmd.answered_at = res.status, result, now
+        # Another device's req_id reads as unknown: ids do not leak across devices.
+        cmd = await Command.get_or_none(req_id=req_id, device_id=who.device_id)
+        if cmd is None:
+            raise NotFound(f"no command {req_id} for this device", code="command_not_found")
+        if cmd.status != "pending":
+            raise Conflict(f"command {req_id} was already answered", code="command_already_answered")
+        raise Gone(f"command {req_id} expired at {cmd.expires_at.isoformat()}", code="command_expired")
     waiter = ctx.command_waiters.pop(req_id, None)
     if waiter is not None and not waiter.done():
-        waiter.set_result(command_view(cmd, now))
+        waiter.set_result((res.status, result, now))
     return []
 
 

@@ -32,3 +32,5 @@ class Context:
     history_page_max: int = 1000
     # Commands awaiting their device's answer in this process: req_id -> future of the answer.
     command_waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    # Access tokens recently verified: token -> (Principal, monotonic expiry); see accounts.
+    principals: dict[str, tuple[Any, float]] = field(default_factory=dict)
