@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,17 +40,25 @@ from broker.delivery import Outbox
 log = logging.getLogger(__name__)
 
 
-async def close_quietly(writer: WriterAdapter) -> None:
-    """Close a client socket that may already be gone.
+async def close_quietly(writer: WriterAdapter, *, abort: bool = False, timeout: float = 1.0) -> None:
+    """Close a client socket that may already be gone, or that no longer reads.
 
-    amqtt 0.12.1's `StreamWriterAdapter.close` drains and waits for the close, so a peer that
-    reset the connection (a refused client hanging up at once, say) raises ConnectionResetError
-    out of it: unhandled in the connection callback, or into an HTTP request that replaced a key.
+    amqtt 0.12.1's `StreamWriterAdapter.close` drains and waits for the close: a peer that reset
+    the connection raises ConnectionResetError out of it, and a peer that stopped reading makes
+    it wait forever. So: a bounded graceful close, else (or with `abort`) drop the connection.
     """
-    try:
-        await writer.close()
-    except OSError as exc:
-        log.debug("closing a client socket: %r", exc)
+    if not abort:
+        try:
+            await asyncio.wait_for(writer.close(), timeout)
+            return
+        except (OSError, TimeoutError) as exc:
+            log.debug("closing a client socket: %r", exc)
+    transport = getattr(getattr(writer, "_writer", None), "transport", None)
+    if transport is not None:
+        transport.abort()
+    else:  # WebSocket: its own close has a timeout
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.close(), timeout)
 
 
 class _PublishHeaderAsSent(PublishVariableHeader):

@@ -68,6 +68,7 @@ class GatehouseBroker(Broker):
         )
         self._online: Counter[str] = Counter()
         self._stopping = False
+        self._cutting: set[str] = set()
 
     async def start(self) -> None:
         await super().start()  # clears the session table: load persistent sessions after it
@@ -86,15 +87,29 @@ class GatehouseBroker(Broker):
         self.store.start()
 
     def _slow_subscriber(self, client_id: str) -> None:
-        metrics.slow_disconnects.inc()
+        # An offline persistent session over its limit just loses the message (counted as
+        # dropped); a connected client is cut off once, without waiting for it to read.
+        sub = self.fanout.subscribers.get(client_id)
         _, handler = self._sessions.get(client_id, (None, None))
-        if handler is not None and handler.writer is not None:
-            log.warning(
-                "client %s stays over its outgoing queue limit (%d messages): disconnecting",
-                client_id,
-                self.fanout.max_queued,
-            )
-            asyncio.get_running_loop().create_task(close_quietly(handler.writer), name="gatehouse.slow-close")
+        if sub is None or not sub.connected or handler is None or handler.writer is None:
+            return
+        if client_id in self._cutting:
+            return
+        self._cutting.add(client_id)
+        metrics.slow_disconnects.inc()
+        log.warning(
+            "client %s stays over its outgoing queue limit (%d messages): disconnecting",
+            client_id,
+            self.fanout.max_queued,
+        )
+
+        async def cut(writer: WriterAdapter) -> None:
+            try:
+                await close_quietly(writer, abort=True)
+            finally:
+                self._cutting.discard(client_id)
+
+        asyncio.get_running_loop().create_task(cut(handler.writer), name="gatehouse.slow-close")
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -132,7 +147,10 @@ class GatehouseBroker(Broker):
         if existing is None:
             return incoming
         old, old_handler = existing
-        if incoming.clean_session:
+        if incoming.clean_session or old.clean_session:
+            # A clean session's state ends with it [MQTT-3.1.2-6]; amqtt keeps an ended one until
+            # its once-a-second cleanup, and a persistent CONNECT in that second must not resume
+            # it (session present 0, persisted from now on).
             await self._delete_session(incoming.client_id or "")
             # [MQTT-3.1.4-2] the client already connected with this id is disconnected (amqtt
             # 0.12.1 leaves that connection open, detached from its session).
@@ -453,9 +471,10 @@ class GatehouseBroker(Broker):
         # amqtt 0.12.1's shutdown cancels each connection's reader task, and under load one can
         # stay "cancelling" forever, hanging the stop. Closing every client socket first lets
         # each reader end on EOF through the ordinary disconnect path; then shut down, bounded.
-        for _, handler in list(self._sessions.values()):
-            if handler.writer is not None:
-                await close_quietly(handler.writer)
+        # Each close is bounded (a client that stopped reading is aborted), and all run at once.
+        await asyncio.gather(
+            *(close_quietly(h.writer) for _, h in list(self._sessions.values()) if h.writer is not None)
+        )
         await asyncio.sleep(0)
         self._stopping = True
         try:
