@@ -6,13 +6,13 @@ from typing import Any
 
 from tortoise import Tortoise, connections
 
-_MODULES = ["models.accounts", "models.devices", "models.telemetry", "models.commands", "models.sessions"]
+MODEL_MODULES = ["models.accounts", "models.devices", "models.telemetry", "models.commands", "models.sessions"]
 
 
 def tortoise_config(url: str) -> dict[str, Any]:
     return {
         "connections": {"default": url},
-        "apps": {"models": {"models": _MODULES, "default_connection": "default"}},
+        "apps": {"models": {"models": MODEL_MODULES, "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",
     }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import aiohttp
 import pytest
 
+from tests.mqtt import Client
+from tests.raw import RawSession
 from tests.support import Api, Server, make_server
 
 
@@ -52,3 +55,31 @@ async def admin(server: Server, http: aiohttp.ClientSession) -> Api:
     api = Api(http, server.url)
     await api.login("admin@example.com")
     return api
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Client]]:
+    """Make paho clients that are closed at the end of the test, whatever happened."""
+    made: list[Client] = []
+
+    def make(client_id: str | None = None, *, clean_session: bool = True) -> Client:
+        made.append(Client(client_id, clean_session=clean_session))
+        return made[-1]
+
+    yield make
+    for client in made:
+        with contextlib.suppress(Exception):
+            client.close()
+
+
+@pytest.fixture
+async def raws() -> AsyncIterator[Callable[[], RawSession]]:
+    made: list[RawSession] = []
+
+    def make() -> RawSession:
+        made.append(RawSession())
+        return made[-1]
+
+    yield make
+    for raw in made:
+        raw.close()

@@ -4,18 +4,17 @@ inbound backpressure without loss, and the `/metrics` counters that report them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
 
-from tests.integration.test_broker_sessions import PINGRESP, PUBLISH, RawSession, parse_publish
 from tests.mqtt import Client
+from tests.raw import PINGRESP, PUBLISH, RawSession, parse_publish
 from tests.support import Api, Server, eventually, make_server
 
 NOT_AUTHORIZED = 0x87  # paho 2.x's reason code for CONNACK return code 5
@@ -47,33 +46,6 @@ def queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield srv
     srv.stop()
     assert "Traceback" not in srv.log(), srv.log()[-5000:]
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Client]]:
-    made: list[Client] = []
-
-    def make(client_id: str | None = None, *, clean_session: bool = True) -> Client:
-        made.append(Client(client_id, clean_session=clean_session))
-        return made[-1]
-
-    yield make
-    for client in made:
-        with contextlib.suppress(Exception):
-            client.close()
-
-
-@pytest.fixture
-async def raws() -> AsyncIterator[Callable[[], RawSession]]:
-    made: list[RawSession] = []
-
-    def make() -> RawSession:
-        made.append(RawSession())
-        return made[-1]
-
-    yield make
-    for raw in made:
-        raw.close()
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")

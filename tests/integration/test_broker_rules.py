@@ -4,11 +4,10 @@ keepalive and wills, and what a malformed payload does (and does not do) to a co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -25,21 +24,6 @@ CONNACK_NOT_AUTHORIZED = 5
 RESERVED_ROOTS = ("devices/", "provisioning/", "channels/")
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[..., Client]]:
-    """Make paho clients that are closed at the end of the test, whatever happened."""
-    made: list[Client] = []
-
-    def make(client_id: str | None = None, *, clean_session: bool = True) -> Client:
-        made.append(Client(client_id, clean_session=clean_session))
-        return made[-1]
-
-    yield make
-    for client in made:
-        with contextlib.suppress(Exception):
-            client.close()
 
 
 @pytest.fixture
