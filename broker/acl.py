@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from broker.topics import valid_topic_name
 from handlers.envelope import Identity
 
 RESERVED_ROOTS = frozenset({"devices", "provisioning", "channels"})
@@ -25,8 +26,8 @@ def _reserved(topic: str) -> bool:
 
 
 def topic_name_valid(topic: str) -> bool:
-    """A topic name a PUBLISH (or a will) may carry: not empty, no wildcards, no `$` topic."""
-    return bool(topic) and "+" not in topic and "#" not in topic and not _broker_own(topic)
+    """A topic name a client may publish to (or put in a will): valid (§4.7) and not `$SYS`."""
+    return valid_topic_name(topic) and not _broker_own(topic)
 
 
 def _broker_own(topic: str) -> bool:

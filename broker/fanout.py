@@ -68,15 +68,20 @@ class Fanout:
     def register(self, sub: Subscriber) -> None:
         self.subscribers[sub.client_id] = sub
 
-    def forget(self, client_id: str) -> None:
-        """The session ends for good (clean session, or a clean CONNECT replacing it)."""
+    def forget(self, client_id: str, *, purge: bool = False) -> None:
+        """The session ends for good (clean session, a clean CONNECT replacing it; with `purge`,
+        its device was deleted)."""
         sub = self.subscribers.pop(client_id, None)
         self.subs.remove_client(client_id)
         box = self.outboxes.pop(client_id, None)
         if box is not None:
             box.detach()
-        if sub is not None and sub.persistent:
+        if purge or (sub is not None and sub.persistent):
             self.store.forget(client_id)
+
+    def clear_retained(self, prefix: str) -> None:
+        for topic in [t for t in self.retained if t.startswith(prefix)]:
+            self.retain(topic, b"", 0)
 
     def disconnected(self, client_id: str) -> None:
         sub = self.subscribers.get(client_id)
@@ -109,11 +114,13 @@ class Fanout:
 
     # --- messages -----------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, qos: int | None) -> int:
-        """Hand a message to every matching subscriber, at the lower of the publish and
-        subscription QoS (`None`: the subscription's); returns how many got it."""
+    def publish(self, topic: str, payload: bytes, qos: int | None, *, only: str | None = None) -> int:
+        """Hand a message to every matching subscriber (or only to client `only`), at the lower
+        of the publish and subscription QoS (`None`: the subscription's); returns how many got it."""
         delivered = 0
         for client_id, sub_qos in self.subs.match(topic).items():
+            if only is not None and client_id != only:
+                continue
             sub = self.subscribers.get(client_id)
             if sub is None or sub.identity is None or not acl.may_receive(sub.identity, client_id, topic):
                 continue

@@ -32,6 +32,7 @@ from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket, PublishVariableHeader
 from amqtt.mqtt.pubrec import PubrecPacket
+from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, OutgoingApplicationMessage
 
 from broker import metrics
@@ -95,7 +96,7 @@ _PACKETS = {
 }
 
 
-Deliver = Callable[["GatehouseProtocolHandler", ApplicationMessage], Awaitable[None]]
+Deliver = Callable[["GatehouseProtocolHandler", ApplicationMessage], Awaitable[bool]]
 
 
 class GatehouseProtocolHandler(BrokerProtocolHandler):
@@ -244,10 +245,39 @@ class GatehouseProtocolHandler(BrokerProtocolHandler):
         if app_message.direction != INCOMING or self.session is None or app_message.packet_id is None:
             await super()._handle_qos1_message_flow(app_message)
             return
-        await self.deliver(self, app_message)
+        if not await self.deliver(self, app_message):
+            return  # not handled (the connection is being closed): no PUBACK, the client resends
         puback = PubackPacket.build(app_message.packet_id)
         await self._send_packet(puback)
         app_message.puback_packet = puback
+
+    async def _handle_qos2_message_flow(
+        self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
+    ) -> None:
+        # amqtt 0.12.1 sends PUBREC at once, waits for PUBREL inside the publish's task and only
+        # then hands the message on: the slot in `inbound` stays taken until PUBREL, which the
+        # reader cannot read once every slot is taken (a client with more QoS 2 messages in
+        # flight than slots deadlocks), and PUBREC acknowledges what is not yet stored. Here the
+        # message is handled first (delivery on PUBLISH, MQTT 3.1.1 §4.3.3 method B), then
+        # PUBREC; `inflight_in` keeps a re-sent PUBLISH from being handled twice until PUBREL.
+        if app_message.direction != INCOMING or self.session is None or app_message.packet_id is None:
+            await super()._handle_qos2_message_flow(app_message)
+            return
+        packet_id = app_message.packet_id
+        if packet_id not in self.session.inflight_in:
+            if not await self.deliver(self, app_message):
+                return
+            self.session.inflight_in[packet_id] = app_message  # type: ignore[assignment]
+        await self._send_packet(PubrecPacket.build(packet_id))
+
+    async def handle_pubrel(self, pubrel: PubrelPacket) -> None:
+        if self.session is not None and self.session.inflight_in.pop(pubrel.packet_id, None) is not None:
+            await self._send_packet(PubcompPacket.build(pubrel.packet_id))
+            return
+        if pubrel.packet_id in self._pubrel_waiters:
+            await super().handle_pubrel(pubrel)
+            return
+        await self._send_packet(PubcompPacket.build(pubrel.packet_id))  # [MQTT-4.3.3-2] answer anyway
 
     async def handle_puback(self, puback: PubackPacket) -> None:
         # Outgoing QoS 1 is the outbox's (no 5 s give-up); amqtt's waiters serve the rest.

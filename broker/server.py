@@ -29,7 +29,7 @@ from handlers.devices import authenticate_device
 from handlers.effects import DisconnectDevice, Effect, Publish
 from handlers.envelope import Envelope, Identity
 from handlers.errors import GatehouseError
-from handlers.presence import device_offline, device_online
+from handlers.presence import device_offline, device_online, reset_presence
 from handlers.routes import ROUTES, Router
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class GatehouseBroker(Broker):
         max_queued: int = 1000,
         max_inflight: int = 20,
         max_inbound: int = 100,
+        connect_timeout: float = 10,
     ) -> None:
         super().__init__(config)
         self.ctx = ctx
@@ -61,6 +62,7 @@ class GatehouseBroker(Broker):
         self.keepalive_grace = keepalive_grace
         self.max_packet_size = max_packet_size
         self.max_inbound = max_inbound
+        self.connect_timeout = connect_timeout
         self.router = Router(ROUTES)
         self.store = SessionStore()
         self.fanout = Fanout(
@@ -69,8 +71,11 @@ class GatehouseBroker(Broker):
         self._online: Counter[str] = Counter()
         self._stopping = False
         self._cutting: set[str] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
+        # Whatever the last run left (a kill -9 leaves devices "online"): nobody is connected yet.
+        await reset_presence()
         await super().start()  # clears the session table: load persistent sessions after it
         for stored in await self.store.load():
             handler, session = self.create_offline_session(stored.client_id)
@@ -85,6 +90,10 @@ class GatehouseBroker(Broker):
             for msg in stored.messages:
                 outbox.put(msg)
         self.store.start()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
 
     def _slow_subscriber(self, client_id: str) -> None:
         # An offline persistent session over its limit just loses the message (counted as
@@ -123,10 +132,14 @@ class GatehouseBroker(Broker):
         # client id could do that with a CONNECT that is then refused. Here the fresh session is
         # admitted first; only an admitted CONNECT touches another session.
         try:
-            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
-        except MQTTError:
-            await close_quietly(writer)
-            raise
+            # amqtt 0.12.1 waits for the CONNECT for ever: a socket that never sends one would
+            # hold its slot and task indefinitely.
+            handler, session = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager), self.connect_timeout
+            )
+        except (MQTTError, TimeoutError) as exc:
+            await close_quietly(writer, abort=True)
+            raise MQTTError(f"no valid CONNECT: {exc!r}") from exc
         if not session.client_id:
             session.client_id = gen_client_id()  # clean session without an id (persistent ones are refused)
         session.parent = 0
@@ -135,7 +148,15 @@ class GatehouseBroker(Broker):
         if session.keep_alive > 0:
             session.keep_alive = math.ceil(session.keep_alive * 1.5 + self.keepalive_grace)
         if await self._admit(session):
-            session = await self._take_over(session)
+            existing = self._sessions.get(session.client_id or "")
+            if existing is not None and identity_of(existing[0]) not in (None, identity_of(session)):
+                # A client id belongs to whoever holds its session: another identity may neither
+                # take it over (and read what is queued for it) nor kick it off.
+                metrics.auth_failures.inc()
+                log.warning("MQTT CONNECT refused: client id %s belongs to another identity", session.client_id)
+                del session.attributes[IDENTITY]
+            else:
+                session = await self._take_over(session)
         ours = GatehouseProtocolHandler.adopt(
             handler, deliver=self._deliver, max_packet_size=self.max_packet_size, max_inbound=self.max_inbound
         )
@@ -174,6 +195,13 @@ class GatehouseBroker(Broker):
         if not await self._authenticate(session):
             return False
         identity = identity_of(session)
+        if identity and identity.kind == "provision" and not session.clean_session:
+            # Claim replies carry an API key: never kept in a session queue or on disk.
+            log.warning(
+                "MQTT CONNECT refused: provisioning client %s asked for a persistent session", session.client_id
+            )
+            del session.attributes[IDENTITY]
+            return False
         if identity and session.will_flag:
             will_topic = session.will_topic or ""
             # amqtt 0.12.1 never checks the will topic against the ACL (and publishes the will
@@ -243,9 +271,12 @@ class GatehouseBroker(Broker):
                 break
             except Exception:
                 if client_session.transitions.is_connected():
+                    # amqtt stops the old connection with a close that waits for a drain, for ever
+                    # if that peer stopped reading: abort it instead.
                     old = self._sessions[client_session.client_id]
+                    if old[1].writer is not None:
+                        await close_quietly(old[1].writer, abort=True)
                     await old[1].handle_connection_closed()
-                    await old[1].stop()
                     break
                 await asyncio.sleep(1)
 
@@ -263,6 +294,9 @@ class GatehouseBroker(Broker):
         ours.outbox.attach(handler._send_packet)
         metrics.connections.inc()
         username = identity.username if identity.kind == "device" else None
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             if username:
                 await self._presence(username, +1)
@@ -273,6 +307,8 @@ class GatehouseBroker(Broker):
                 self.fanout.disconnected(client_id)
             if username:
                 await self._presence(username, -1)
+            if task is not None:
+                self._connections.discard(task)
 
     async def _presence(self, username: str, delta: int) -> None:
         before = self._online[username]
@@ -358,12 +394,12 @@ class GatehouseBroker(Broker):
             await self._deliver(handler, app_message)  # type: ignore[arg-type]
         return True
 
-    async def _deliver(self, handler: GatehouseProtocolHandler, app_message: ApplicationMessage) -> None:
+    async def _deliver(self, handler: GatehouseProtocolHandler, app_message: ApplicationMessage) -> bool:
         """An incoming PUBLISH: checked, then through the handler pipeline (routed topics, which
-        the PUBACK waits for) or forwarded to subscribers."""
+        the PUBACK waits for) or forwarded to subscribers. False: do not acknowledge it."""
         session = handler.session
         if session is None:
-            return
+            return False
         metrics.messages_in.inc()
         topic = app_message.topic
         if not topic or "#" in topic or "+" in topic:
@@ -373,14 +409,14 @@ class GatehouseBroker(Broker):
             # abnormal-disconnect path runs (will, presence, session cleanup).
             if handler.writer is not None:
                 await close_quietly(handler.writer)
-            return
+            return False
         if not await self._topic_filtering(session, topic, Action.PUBLISH):
-            return
+            return True  # dropped and counted; MQTT 3.1.1 has no negative acknowledgement
         found = self.router.match(topic)
         if found is None:
             self._forward(session, app_message)
-        else:
-            await self._run_route(session, app_message, *found)
+            return True
+        return await self._run_route(session, handler, app_message, *found)
 
     def _forward(self, session: Session | None, app_message: ApplicationMessage) -> None:
         data = bytes(app_message.data or b"")
@@ -404,8 +440,13 @@ class GatehouseBroker(Broker):
             self.fanout.publish(topic, bytes(data or b""), force_qos)
 
     async def _run_route(
-        self, session: Session, app_message: ApplicationMessage, route: Any, params: list[str]
-    ) -> None:
+        self,
+        session: Session,
+        handler: GatehouseProtocolHandler,
+        app_message: ApplicationMessage,
+        route: Any,
+        params: list[str],
+    ) -> bool:
         identity = identity_of(session) or ANONYMOUS
         env = Envelope(
             source="mqtt",
@@ -423,37 +464,58 @@ class GatehouseBroker(Broker):
             log.warning("client %s: refused payload on %s: %s", env.client_id, env.topic, exc.detail)
             effects = [route.on_error(env, params, exc)]
         except Exception:
+            # A bug or a storage failure (database locked, disk full): the message was not
+            # handled, so it must not be acknowledged. Close the connection without a PUBACK;
+            # the client sends it again when it reconnects.
             metrics.handler_failures.inc()
-            log.exception("handler failed for client %s on %s", env.client_id, env.topic)
-            effects = [route.on_error(env, params, GatehouseError("internal error", code="internal"))]
-        await self.apply(effects)
+            log.exception("handler failed for client %s on %s: closing without PUBACK", env.client_id, env.topic)
+            if handler.writer is not None:
+                await close_quietly(handler.writer, abort=True)
+            return False
+        await self.apply(effects, origin=handler)
+        return True
 
     # --- effects ------------------------------------------------------------------------------
 
-    async def apply(self, effects: list[Effect]) -> None:
-        """Carry out handler effects: publish to subscribers, drop device connections."""
+    async def apply(self, effects: list[Effect], origin: BrokerProtocolHandler | None = None) -> None:
+        """Carry out handler effects: publish to subscribers, drop device connections.
+
+        A reply (`Publish.reply_to`) goes only to the connection the request came in on, and only
+        while it is still that client id's connection: a claim's API key never reaches a client
+        that took the id over meanwhile, nor a session queue.
+        """
         for effect in effects:
             if isinstance(effect, Publish):
-                await self.internal_message_broadcast(effect.topic, effect.payload, effect.qos)
+                if effect.reply_to is not None:
+                    current = self._sessions.get(effect.reply_to, (None, None))[1]
+                    if origin is not None and current is origin:
+                        self.fanout.publish(effect.topic, effect.payload, effect.qos, only=effect.reply_to)
+                    continue
+                self.fanout.publish(effect.topic, effect.payload, effect.qos)
                 if effect.retain:
-                    await self.retain_message(None, effect.topic, effect.payload, effect.qos)
+                    self.fanout.retain(effect.topic, effect.payload, effect.qos or 0)
             elif isinstance(effect, DisconnectDevice):
-                await self.disconnect_device(effect.username, effect.reason)
+                await self.disconnect_device(effect.username, effect.reason, forget=effect.forget)
 
-    async def disconnect_device(self, username: str, reason: str) -> int:
+    async def disconnect_device(self, username: str, reason: str, *, forget: bool = False) -> int:
+        """Close the device's connections; with `forget` (the device was deleted) also drop its
+        persistent sessions and the retained messages under its topics, so a device created later
+        with the same username inherits nothing."""
         closed = 0
-        for session, handler in list(self._sessions.values()):
+        for client_id, (session, handler) in list(self._sessions.items()):
             identity = identity_of(session)
-            if (
-                identity
-                and identity.kind == "device"
-                and identity.username == username
-                and session.transitions.is_connected()
-                and handler.writer is not None
-            ):
-                log.info("closing MQTT connection of %s (client %s): %s", username, session.client_id, reason)
+            if not (identity and identity.kind == "device" and identity.username == username):
+                continue
+            if session.transitions.is_connected() and handler.writer is not None:
+                log.info("closing MQTT connection of %s (client %s): %s", username, client_id, reason)
                 await close_quietly(handler.writer)
                 closed += 1
+            if forget:
+                session.clean_session = True  # its end is final
+                self._sessions.pop(client_id, None)
+                self.fanout.forget(client_id, purge=True)
+        if forget:
+            self.fanout.clear_retained(f"devices/{username}/")
         return closed
 
     async def retain_message(
@@ -475,7 +537,10 @@ class GatehouseBroker(Broker):
         await asyncio.gather(
             *(close_quietly(h.writer) for _, h in list(self._sessions.values()) if h.writer is not None)
         )
-        await asyncio.sleep(0)
+        # Let each connection finish its own ending (presence, session) while the database and
+        # the session store are still open.
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=5)
         self._stopping = True
         try:
             await asyncio.wait_for(super().shutdown(), timeout=10)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from broker.server import GatehouseBroker
 from gatehouse import certs
+from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
 from handlers.context import Context, Links
 from handlers.telemetry_writer import TelemetryWriter
@@ -30,8 +31,7 @@ def jwt_secret(settings: Settings) -> str:
         return settings.auth.jwt_secret
     path = settings.data_dir / "jwt.secret"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(48).encode())
     return path.read_text().strip()
 
 
@@ -54,7 +54,7 @@ def broker_config(settings: Settings, tls: certs.TlsFiles) -> dict[str, Any]:
         listeners["ws"] = {"type": "ws", "bind": f"{b.host}:{b.ws_port}"}
     # No plugins: authentication and the ACL are methods of GatehouseBroker; amqtt's default set
     # (loggers, $SYS) would cost about a third of throughput.
-    return {"listeners": listeners, "plugins": {}}
+    return {"listeners": listeners, "plugins": {}, "session_expiry_interval": b.session_expiry_seconds}
 
 
 class Gatehouse:
@@ -106,6 +106,7 @@ class Gatehouse:
             max_queued=s.broker.max_queued_messages,
             max_inflight=s.broker.max_inflight_messages,
             max_inbound=s.broker.max_inbound_messages,
+            connect_timeout=s.broker.connect_timeout_seconds,
         )
         ctx.effector = self.broker
         await self.broker.start()
@@ -128,7 +129,8 @@ class Gatehouse:
         return {
             "broker": {
                 "status": "ok" if broker_ok else "down",
-                "connections": len(self.broker.sessions) if self.broker else 0,
+                "connections": self.broker.connection_count if self.broker else 0,
+                "sessions": len(self.broker.sessions) if self.broker else 0,
             },
             "database": {
                 "status": "ok" if db_ok else "down",

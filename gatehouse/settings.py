@@ -41,6 +41,8 @@ class BrokerSettings(_Section):
     max_queued_messages: int = Field(1000, ge=1)
     max_inflight_messages: int = Field(20, ge=1, le=65535)
     max_inbound_messages: int = Field(100, ge=1)
+    session_expiry_seconds: int = Field(7 * 86400, ge=1)
+    connect_timeout_seconds: float = Field(10, gt=0)
 
 
 class DatabaseSettings(_Section):

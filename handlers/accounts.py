@@ -133,10 +133,13 @@ async def refresh(ctx: Context, req: RefreshRequest) -> dict[str, object]:
     return await _issue_tokens(ctx, token.user)
 
 
-async def logout(req: RefreshRequest) -> None:
-    await RefreshToken.filter(token_hash=digest(req.refresh_token), revoked_at=None).update(
+async def logout(ctx: Context, principal: Principal, req: RefreshRequest) -> None:
+    """Revoke the caller's refresh token; their access tokens are checked afresh from now on
+    (each stays valid until it expires, as JWTs do)."""
+    await RefreshToken.filter(token_hash=digest(req.refresh_token), user_id=principal.user_id, revoked_at=None).update(
         revoked_at=datetime.now(UTC)
     )
+    forget_principal(ctx, principal.user_id)
 
 
 PRINCIPAL_TTL = 10.0  # seconds an authenticated token is trusted without checking it again

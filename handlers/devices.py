@@ -92,7 +92,7 @@ async def get_device(principal: Principal, device_id: int) -> dict[str, object]:
 async def delete_device(principal: Principal, device_id: int) -> list[Effect]:
     device = await owned_device(principal, device_id)
     await device.delete()
-    return [DisconnectDevice(device.username, "device deleted")]
+    return [DisconnectDevice(device.username, "device deleted", forget=True)]
 
 
 async def list_claims(principal: Principal, device_id: int) -> dict[str, object]:

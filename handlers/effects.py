@@ -13,10 +13,13 @@ class Publish:
     payload: bytes
     qos: int | None = 1  # None: each subscriber's own QoS
     retain: bool = False
+    reply_to: str | None = None  # a client id: only the connection the request came in on gets it
 
     @classmethod
-    def json(cls, topic: str, body: Any, qos: int | None = 1, retain: bool = False) -> Publish:
-        return cls(topic, json.dumps(body, separators=(",", ":"), default=str).encode(), qos, retain)
+    def json(
+        cls, topic: str, body: Any, qos: int | None = 1, retain: bool = False, reply_to: str | None = None
+    ) -> Publish:
+        return cls(topic, json.dumps(body, separators=(",", ":"), default=str).encode(), qos, retain, reply_to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,7 @@ class DisconnectDevice:
 
     username: str
     reason: str
+    forget: bool = False  # the device is gone: drop its sessions and retained messages too
 
 
 Effect = Publish | DisconnectDevice

@@ -20,3 +20,8 @@ async def device_online(username: str) -> list[Effect]:
 async def device_offline(username: str) -> list[Effect]:
     await Device.filter(username=username).update(online=False, last_seen=datetime.now(UTC))
     return [Publish(status_topic(username), b"offline", qos=1, retain=True)]
+
+
+async def reset_presence() -> None:
+    """At start-up: no device is connected yet, whatever the last run recorded."""
+    await Device.filter(online=True).update(online=False)

@@ -48,11 +48,12 @@ async def on_claim(ctx: Context, env: Envelope, params: list[str]) -> list[Effec
     except ValidationError as exc:
         raise invalid(exc) from exc
     body, effects = await claim_device(ctx, req, source="mqtt", remote=env.remote)
-    return [*effects, Publish.json(f"provisioning/{client_id}/accepted", body, qos=1)]
+    return [*effects, Publish.json(f"provisioning/{client_id}/accepted", body, qos=1, reply_to=client_id)]
 
 
 def claim_rejected(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
-    return Publish.json(f"provisioning/{params[0]}/rejected", {**exc.body(), "status": exc.status}, qos=1)
+    body = {**exc.body(), "status": exc.status}
+    return Publish.json(f"provisioning/{params[0]}/rejected", body, qos=1, reply_to=params[0])
 
 
 def device_error(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:

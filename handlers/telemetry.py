@@ -43,7 +43,7 @@ async def ingest_telemetry(ctx: Context, env: Envelope) -> list[Effect]:
     # A JSON object is stored as the device sent it (it parsed strictly); SenML is stored resolved.
     text = env.payload.decode() if isinstance(payload, dict) else json.dumps(payload, separators=(",", ":"))
     await ctx.writer.write(Sample(env.identity.device_id, env.received_at, text, env.source))
-    return [Publish(topic, env.payload, qos=None)]
+    return [Publish(topic, env.payload, qos=env.qos)]
 
 
 def telemetry_topic(username: str) -> str:

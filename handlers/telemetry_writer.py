@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
+
+from tortoise.exceptions import IntegrityError
 
 from models.telemetry import Sample, store_batch
 
@@ -73,9 +76,16 @@ class TelemetryWriter:
         started = time.perf_counter()
         try:
             await store_batch([sample for sample, _ in batch])
-        except Exception:
-            # One bad sample (say, its device was deleted meanwhile) must not sink the others:
-            # retry them one by one and fail only those that fail alone.
+        except Exception as exc:
+            if not _integrity_error(exc):
+                # Storage itself failed (locked past busy_timeout, disk full): fail the batch at
+                # once; nothing of it was acknowledged, and devices send it again.
+                log.error("telemetry batch of %d not stored: %s", len(batch), exc)
+                for _, fut in batch:
+                    _settle(fut, exc)
+                return
+            # One bad sample (its device was deleted meanwhile) must not sink the others: retry
+            # them one by one and fail only those that fail alone.
             log.warning("telemetry batch of %d failed; retrying one by one", len(batch), exc_info=True)
             for sample, fut in batch:
                 try:
@@ -95,6 +105,10 @@ class TelemetryWriter:
             self.commit_seconds += time.perf_counter() - started
             for _ in batch:
                 self._queue.task_done()
+
+
+def _integrity_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.IntegrityError | IntegrityError)
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:

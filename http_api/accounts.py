@@ -17,9 +17,9 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    await principal(request)
+    who = await principal(request)
     req = await parse_body(request, accounts.RefreshRequest)
-    await accounts.logout(req)
+    await accounts.logout(ctx_of(request), who, req)
     return web.Response(status=204)
 
 

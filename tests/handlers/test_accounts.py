@@ -167,14 +167,27 @@ async def test_logout_revokes_refresh_token(ctx: Context) -> None:
     await accounts.create_user("alice@example.com", PASSWORD, "customer")
     keep = await _login(ctx)
     gone = await _login(ctx)
-    await accounts.logout(RefreshRequest(refresh_token=str(gone["refresh_token"])))
+    who = await accounts.authenticate_jwt(ctx, str(gone["access_token"]))
+    assert ctx.principals  # the verified token is remembered ...
+    await accounts.logout(ctx, who, RefreshRequest(refresh_token=str(gone["refresh_token"])))
+    assert not ctx.principals  # ... and forgotten at logout
     await _unauthorized(
         accounts.refresh(ctx, RefreshRequest(refresh_token=str(gone["refresh_token"]))), "refresh_invalid"
     )
     # Only that session ends; logging out twice or with an unknown token is harmless.
     await accounts.refresh(ctx, RefreshRequest(refresh_token=str(keep["refresh_token"])))
-    await accounts.logout(RefreshRequest(refresh_token=str(gone["refresh_token"])))
-    await accounts.logout(RefreshRequest(refresh_token="unknown"))
+    await accounts.logout(ctx, who, RefreshRequest(refresh_token=str(gone["refresh_token"])))
+    await accounts.logout(ctx, who, RefreshRequest(refresh_token="unknown"))
+
+
+async def test_logout_cannot_revoke_another_users_refresh_token(ctx: Context) -> None:
+    await accounts.create_user("alice@example.com", PASSWORD, "customer")
+    await accounts.create_user("bob@example.com", PASSWORD, "customer")
+    alice = await _login(ctx)
+    bob = await accounts.login(ctx, LoginRequest(username="bob@example.com", password=PASSWORD))
+    who_bob = await accounts.authenticate_jwt(ctx, str(bob["access_token"]))
+    await accounts.logout(ctx, who_bob, RefreshRequest(refresh_token=str(alice["refresh_token"])))
+    await accounts.refresh(ctx, RefreshRequest(refresh_token=str(alice["refresh_token"])))  # still valid
 
 
 async def test_authenticate_jwt_deleted_user(ctx: Context) -> None:
