@@ -122,6 +122,7 @@ class Outbox:
             raise
         except Exception as exc:  # the connection went away; in-flight messages wait for the next one
             log.debug("outbox %s stopped: %r", self.client_id, exc)
+            self._send = None
 
     async def _transmit(self, send: Send, msg: Outgoing, *, dup: bool) -> None:
         if msg.released and msg.packet_id is not None:

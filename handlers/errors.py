@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class GatehouseError(Exception):
     """Root of every error a handler raises on purpose."""
@@ -60,3 +62,10 @@ class UnsupportedMediaType(GatehouseError):
 class RateLimited(GatehouseError):
     status = 429
     code = "rate_limited"
+
+
+def invalid(exc: ValidationError) -> InvalidPayload:
+    """A pydantic ValidationError as the one error the doors know."""
+    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+    return InvalidPayload(detail, code="invalid_schema", errors=errors)

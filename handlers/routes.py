@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import ValidationError
 
@@ -12,18 +12,11 @@ from handlers.commands import CommandResult, record_result
 from handlers.context import Context
 from handlers.effects import Effect, Publish
 from handlers.envelope import Envelope
-from handlers.errors import Forbidden, GatehouseError, InvalidPayload
+from handlers.errors import Forbidden, GatehouseError, invalid
 from handlers.provisioning import ClaimRequest, claim_device
 from handlers.telemetry import ingest_telemetry
 
 Handler = Callable[[Context, Envelope, list[str]], Awaitable[list[Effect]]]
-
-
-def invalid(exc: ValidationError) -> InvalidPayload:
-    """A pydantic ValidationError as the one error the doors know."""
-    errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors(include_url=False)]
-    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
-    return InvalidPayload(detail, code="invalid_schema", errors=errors)
 
 
 async def on_telemetry(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
@@ -57,8 +50,9 @@ def claim_rejected(env: Envelope, params: list[str], exc: GatehouseError) -> Pub
 
 
 def device_error(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
-    body = {"topic": env.topic, "detail": exc.detail, "code": exc.code, "errors": exc.errors}
-    return Publish(f"devices/{params[0]}/errors", json.dumps(body).encode(), qos=1)
+    # The detail may quote the device's own input: cut short.
+    body = {"topic": env.topic, "detail": exc.detail[:500], "code": exc.code, "errors": exc.errors[:20]}
+    return Publish.json(f"devices/{params[0]}/errors", body, qos=1)
 
 
 @dataclass(frozen=True)
@@ -67,7 +61,7 @@ class Route:
     handler: Handler
     on_error: Callable[[Envelope, list[str], GatehouseError], Publish]
 
-    @property
+    @cached_property
     def levels(self) -> list[str]:
         return self.pattern.split("/")
 
@@ -90,7 +84,10 @@ class Router:
         self._by_shape: dict[tuple[int, str, str], Route] = {}
         for route in routes:
             levels = route.levels
-            self._by_shape[(len(levels), levels[0], levels[-1])] = route
+            shape = (len(levels), levels[0], levels[-1])
+            if shape in self._by_shape:
+                raise ValueError(f"routes {self._by_shape[shape].pattern!r} and {route.pattern!r} share a shape")
+            self._by_shape[shape] = route
 
     def match(self, topic: str) -> tuple[Route, list[str]] | None:
         levels = topic.split("/")

@@ -11,8 +11,7 @@ from pydantic import BaseModel, ValidationError
 from handlers.accounts import Principal, authenticate_jwt
 from handlers.context import Context
 from handlers.envelope import parse_json
-from handlers.errors import NotFound, Unauthorized, UnsupportedMediaType
-from handlers.routes import invalid
+from handlers.errors import NotFound, Unauthorized, UnsupportedMediaType, invalid
 
 CTX = web.AppKey("ctx", Context)
 HEALTH = web.AppKey("health", Callable[[], Awaitable[dict[str, Any]]])

@@ -418,6 +418,18 @@ async def test_will_on_own_topic_accepted_and_delivered(
     assert (await watcher.receive_on(f"devices/{me}/lastwill")).payload == gone
 
 
+@pytest.mark.parametrize("suffix", ["telemetry", "commands/res/abc"])
+async def test_will_on_a_routed_topic_refused(
+    server: Server, alice: Api, clients: Callable[..., Client], suffix: str
+) -> None:
+    """A will would reach subscribers without its handler (unvalidated, unstored): refused."""
+    device, key = await alice.claimed_device()
+    me = device["username"]
+    client = clients()
+    rc = await client.connect(server.mqtt_port, me, key, will=(f"devices/{me}/{suffix}", b'{"v": 1}', 1, False))
+    assert rc == NOT_AUTHORIZED
+
+
 @pytest.mark.parametrize(
     "will_topic", ["$SYS/broker/uptime", "test/+/w", "devices/x/status"], ids=["sys", "wildcard", "reserved"]
 )
