@@ -80,7 +80,8 @@ class GatehouseBroker(Bridge, Broker):
                 self.fanout.subs.add(topic_filter, stored.client_id, qos)
             outbox = self.fanout.outbox(stored.client_id)
             for msg in stored.messages:
-                outbox.put(msg)
+                if not outbox.put(msg):  # over the queue limit (lowered since?): dropped for good
+                    self.store.acked(msg)
         self.store.start()
 
     @property

@@ -84,14 +84,23 @@ class SessionStore:
                 async with in_transaction():
                     for op, arg in batch:
                         await self._apply(op, arg)
-            except Exception:
-                log.exception("session store batch of %d failed", len(batch))
+            except Exception as exc:
+                # Rolled back as a whole: apply the operations one by one so that one that
+                # fails (or a busy database) loses only itself, in order.
+                log.warning("session store batch of %d failed (%s); retrying one by one", len(batch), exc)
+                for op, arg in batch:
+                    try:
+                        await self._apply(op, arg)
+                    except Exception:
+                        log.exception("session store: %s for %s not written", op, _client_of(op, arg))
             finally:
                 for _ in batch:
                     self._ops.task_done()
 
     @staticmethod
     async def _apply(op: str, arg: Any) -> None:
+        # Each operation is idempotent (upsert, delete, insert of a fresh id), so a retry after a
+        # rolled-back batch is safe.
         if op == "save":
             client_id, identity, subs = arg
             await MqttSession.update_or_create({"identity": identity, "subscriptions": subs}, client_id=client_id)
@@ -110,3 +119,11 @@ class SessionStore:
             )
         elif op == "acked":
             await MqttQueuedMessage.filter(id=arg).delete()
+
+
+def _client_of(op: str, arg: Any) -> str:
+    if op in ("forget",):
+        return str(arg)
+    if op == "acked":
+        return f"message {arg}"
+    return str(arg[0])
