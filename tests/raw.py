@@ -12,12 +12,12 @@ CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 12, 13, 14
 
 
-def _utf8(value: str | bytes) -> bytes:
+def utf8(value: str | bytes) -> bytes:
     data = value.encode() if isinstance(value, str) else value
     return len(data).to_bytes(2, "big") + data
 
 
-def _packet(first_byte: int, body: bytes) -> bytes:
+def packet(first_byte: int, body: bytes) -> bytes:
     length, encoded = len(body), bytearray()
     while True:
         digit, length = length % 128, length // 128
@@ -77,14 +77,14 @@ class RawSession:
     ) -> tuple[int, int]:
         """Connect; return (session present, CONNACK return code)."""
         flags = 0x02 if clean else 0x00
-        payload = _utf8(client_id)
+        payload = utf8(client_id)
         if username is not None:
             flags |= 0x80
-            payload += _utf8(username)
+            payload += utf8(username)
         if password is not None:
             flags |= 0x40
-            payload += _utf8(password)
-        body = _utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
+            payload += utf8(password)
+        body = utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
         if rcvbuf is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         else:  # a small receive buffer: a client that stops reading backs up into the broker sooner
@@ -93,7 +93,7 @@ class RawSession:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
             self.reader, self.writer = await asyncio.open_connection(sock=sock)
-        await self.send(_packet(0x10, body))
+        await self.send(packet(0x10, body))
         connack = await self.read(5)
         assert connack is not None and connack.kind == CONNACK, connack
         return connack.body[0] & 0x01, connack.body[1]
@@ -170,20 +170,20 @@ class RawSession:
 
     async def subscribe(self, topic_filter: str, qos: int) -> int:
         pid = self._next_id()
-        await self.send(_packet(0x82, pid.to_bytes(2, "big") + _utf8(topic_filter) + bytes([qos])))
+        await self.send(packet(0x82, pid.to_bytes(2, "big") + utf8(topic_filter) + bytes([qos])))
         suback = await self.expect(SUBACK)
         assert int.from_bytes(suback.body[:2], "big") == pid
         return suback.body[2]
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int | None:
         pid = self._next_id() if qos else None
-        body = _utf8(topic) + (pid.to_bytes(2, "big") if pid else b"") + payload
-        await self.send(_packet(0x30 | (qos << 1) | (1 if retain else 0), body))
+        body = utf8(topic) + (pid.to_bytes(2, "big") if pid else b"") + payload
+        await self.send(packet(0x30 | (qos << 1) | (1 if retain else 0), body))
         return pid
 
     async def ack(self, packet_id: int | None, kind: int = PUBACK) -> None:
         assert packet_id is not None
-        await self.send(_packet((kind << 4) | (0x02 if kind == PUBREL else 0), packet_id.to_bytes(2, "big")))
+        await self.send(packet((kind << 4) | (0x02 if kind == PUBREL else 0), packet_id.to_bytes(2, "big")))
 
     async def ping(self, timeout: float = 5) -> None:
         """PINGREQ and wait for PINGRESP: the connection is up and the broker answers."""

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.mqtt import Client
-from tests.raw import PUBACK, PUBCOMP, PUBREC, PUBREL, RawSession
+from tests.raw import PUBACK, PUBCOMP, PUBREC, PUBREL, RawSession, packet, utf8
 from tests.support import Api, Server, eventually, make_server
 
 CONNACK_NOT_AUTHORIZED = 5  # RawSession returns the return code on the wire
@@ -54,16 +54,9 @@ def new_id(prefix: str = "iso") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def _utf8(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return len(data).to_bytes(2, "big") + data
-
-
 def qos2_publish(topic: str, payload: bytes, packet_id: int, *, dup: bool) -> bytes:
     """A QoS 2 PUBLISH packet with a chosen packet id and DUP flag."""
-    body = _utf8(topic) + packet_id.to_bytes(2, "big") + payload
-    assert len(body) < 128
-    return bytes([0x30 | 0x04 | (0x08 if dup else 0), len(body)]) + body
+    return packet(0x30 | 0x04 | (0x08 if dup else 0), utf8(topic) + packet_id.to_bytes(2, "big") + payload)
 
 
 async def send_command(api: Api, device_id: int, command: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.mqtt import Client, Message
+from tests.raw import packet, utf8
 from tests.support import Api, Server, eventually
 
 REFUSED = 0x80
@@ -55,20 +56,6 @@ async def is_online(api: Api, device_id: int) -> bool:
     return bool(body["online"])
 
 
-def _utf8(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return len(data).to_bytes(2, "big") + data
-
-
-def _packet(first_byte: int, body: bytes) -> bytes:
-    length, encoded = len(body), bytearray()
-    while True:
-        digit, length = length % 128, length // 128
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            return bytes([first_byte]) + bytes(encoded) + body
-
-
 class RawClient:
     """MQTT 3.1.1 by hand over a plain socket: it sends exactly what a test writes, nothing more
     (no PINGREQ), so a silent client or an illegal PUBLISH can be produced at will."""
@@ -87,20 +74,20 @@ class RawClient:
         password: str | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
     ) -> int:
-        flags, payload = 0x02, _utf8(client_id)  # clean session
+        flags, payload = 0x02, utf8(client_id)  # clean session
         if will is not None:
             topic, message, qos, retain = will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _utf8(topic) + _utf8(message)
+            payload += utf8(topic) + utf8(message)
         if username is not None:
             flags |= 0x80
-            payload += _utf8(username)
+            payload += utf8(username)
         if password is not None:
             flags |= 0x40
-            payload += _utf8(password)
-        body = _utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
+            payload += utf8(password)
+        body = utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self.writer.write(_packet(0x10, body))
+        self.writer.write(packet(0x10, body))
         await self.writer.drain()
         connack = await asyncio.wait_for(self.reader.readexactly(4), 5)
         assert connack[:2] == b"\x20\x02", connack
@@ -108,8 +95,8 @@ class RawClient:
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, packet_id: int = 1) -> None:
         assert self.writer is not None
-        body = _utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
-        self.writer.write(_packet(0x30 | (qos << 1), body))
+        body = utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + payload
+        self.writer.write(packet(0x30 | (qos << 1), body))
         await self.writer.drain()
 
     async def closed_by_server(self, timeout: float) -> bool:
