@@ -157,7 +157,7 @@ class Gatehouse:
             f"mqtts={s.broker.mqtts_port}",
             f"ws={s.broker.ws_port}",
         ]
-        ca = self.tls.cafile if self.tls and self.tls.cafile else "(configured certificate)"
+        ca = self.tls.cafile.resolve() if self.tls and self.tls.cafile else "(configured certificate)"
         return f"gatehouse ready {' '.join(ports)} data_dir={Path(s.data_dir).resolve()} ca={ca}"
 
 
@@ -179,7 +179,8 @@ async def serve(settings: Settings) -> None:
         # switch interval a batch commit takes several times longer than on an idle loop.
         sys.setswitchinterval(0.0005)
         print(app.banner(), flush=True)
-        print(f"Devices verify the broker with the CA at {app.tls.cafile if app.tls else ''}", flush=True)
+        if app.tls and app.tls.cafile:
+            print(f"Devices verify the broker with the CA at {app.tls.cafile.resolve()}", flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
