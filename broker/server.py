@@ -368,9 +368,10 @@ class GatehouseBroker(Bridge, Broker):
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
-        # amqtt 0.12.1 hands every PUBLISH to this per-client loop through a queue; ours deliver
-        # QoS 0 and 1 from the publish's own task (GatehouseProtocolHandler), so only QoS 2
-        # (after PUBREL) still arrives here.
+        # amqtt 0.12.1 hands every PUBLISH to this per-client loop through a queue; our protocol
+        # handler delivers QoS 0, 1 and 2 from the publish's own task, so nothing should arrive
+        # here. Kept so that anything that ever does still goes through the pipeline, never
+        # around it.
         app_message: ApplicationMessage | None = wait_deliver.result()
         if app_message is not None:
             await self._deliver(handler, app_message)  # type: ignore[arg-type]

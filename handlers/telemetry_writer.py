@@ -38,16 +38,13 @@ class TelemetryWriter:
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
-    def submit(self, sample: Sample) -> asyncio.Future[None]:
-        """Queue a sample; the future resolves when its batch is committed."""
+    async def write(self, sample: Sample) -> None:
+        """Queue a sample and return once its batch is committed (or raise why it was not)."""
         if self._task is None:
             raise RuntimeError("telemetry writer is not running")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((sample, fut))
-        return fut
-
-    async def write(self, sample: Sample) -> None:
-        await self.submit(sample)
+        await fut
 
     @property
     def pending(self) -> int:

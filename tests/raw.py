@@ -26,6 +26,30 @@ def packet(first_byte: int, body: bytes) -> bytes:
             return bytes([first_byte]) + bytes(encoded) + body
 
 
+def connect_packet(
+    client_id: str,
+    *,
+    clean: bool = True,
+    keepalive: int = 60,
+    username: str | None = None,
+    password: str | None = None,
+    will: tuple[str, bytes, int, bool] | None = None,
+) -> bytes:
+    """A CONNECT packet (MQTT 3.1.1); `will` is (topic, message, qos, retain)."""
+    flags, payload = (0x02 if clean else 0x00), utf8(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += utf8(topic) + utf8(message)
+    if username is not None:
+        flags |= 0x80
+        payload += utf8(username)
+    if password is not None:
+        flags |= 0x40
+        payload += utf8(password)
+    return packet(0x10, utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload)
+
+
 @dataclass
 class Packet:
     kind: int
@@ -76,15 +100,6 @@ class RawSession:
         rcvbuf: int | None = None,
     ) -> tuple[int, int]:
         """Connect; return (session present, CONNACK return code)."""
-        flags = 0x02 if clean else 0x00
-        payload = utf8(client_id)
-        if username is not None:
-            flags |= 0x80
-            payload += utf8(username)
-        if password is not None:
-            flags |= 0x40
-            payload += utf8(password)
-        body = utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
         if rcvbuf is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
         else:  # a small receive buffer: a client that stops reading backs up into the broker sooner
@@ -93,7 +108,9 @@ class RawSession:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
             self.reader, self.writer = await asyncio.open_connection(sock=sock)
-        await self.send(packet(0x10, body))
+        await self.send(
+            connect_packet(client_id, clean=clean, keepalive=keepalive, username=username, password=password)
+        )
         connack = await self.read(5)
         assert connack is not None and connack.kind == CONNACK, connack
         return connack.body[0] & 0x01, connack.body[1]

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.mqtt import Client, Message
-from tests.raw import packet, utf8
+from tests.raw import connect_packet, packet, utf8
 from tests.support import Api, Server, eventually
 
 REFUSED = 0x80
@@ -74,20 +74,10 @@ class RawClient:
         password: str | None = None,
         will: tuple[str, bytes, int, bool] | None = None,
     ) -> int:
-        flags, payload = 0x02, utf8(client_id)  # clean session
-        if will is not None:
-            topic, message, qos, retain = will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += utf8(topic) + utf8(message)
-        if username is not None:
-            flags |= 0x80
-            payload += utf8(username)
-        if password is not None:
-            flags |= 0x40
-            payload += utf8(password)
-        body = utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + payload
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
-        self.writer.write(packet(0x10, body))
+        self.writer.write(
+            connect_packet(client_id, keepalive=keepalive, username=username, password=password, will=will)
+        )
         await self.writer.drain()
         connack = await asyncio.wait_for(self.reader.readexactly(4), 5)
         assert connack[:2] == b"\x20\x02", connack
