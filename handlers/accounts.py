@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from tortoise.exceptions import IntegrityError
@@ -19,6 +20,7 @@ from handlers.secrets import (
     new_secret,
     verify_password,
 )
+from handlers.views import Timestamp, View
 from models.accounts import ACCOUNT_TYPES, RefreshToken, User
 
 
@@ -29,6 +31,25 @@ class LoginRequest(BaseModel):
 
 class RefreshRequest(BaseModel):
     refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class Tokens(View):
+    access_token: str = Field(description="JWT; send as Authorization: Bearer <access_token>")
+    token_type: Literal["bearer"]
+    expires_in: int = Field(description="seconds until the access token expires")
+    refresh_token: str = Field(description="single use: POST /auth/refresh answers new tokens")
+
+
+class UserView(View):
+    id: str
+    username: str
+    account_type: str
+    account_status: str
+    first_name: str
+    last_name: str
+    phone_number: str
+    created: Timestamp
+    modified: Timestamp
 
 
 @dataclass(frozen=True, slots=True)

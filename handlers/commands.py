@@ -16,6 +16,7 @@ from handlers.devices import owned_device
 from handlers.effects import Effect, Publish
 from handlers.envelope import Envelope
 from handlers.errors import Conflict, Forbidden, Gone, NotFound
+from handlers.views import Timestamp, View
 from models.commands import Command
 
 MAX_WAIT = 30  # seconds an HTTP caller may hold the request open for the answer
@@ -39,6 +40,23 @@ class CommandResult(BaseModel):
 
 class CommandQuery(BaseModel):
     limit: int = Field(50, ge=1, le=1000)
+
+
+class CommandView(View):
+    req_id: str
+    device_id: int
+    command: dict[str, Any]
+    status: Literal["pending", "ok", "error", "expired"]
+    result: dict[str, Any] | None = Field(description="the device's whole answer, once it answered")
+    created_at: Timestamp
+    expires_at: Timestamp
+    answered_at: Timestamp | None
+
+
+class CommandList(View):
+    device_id: int
+    count: int
+    results: list[CommandView] = Field(description="newest first")
 
 
 def request_topic(username: str, req_id: str) -> str:

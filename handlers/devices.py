@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from tortoise.exceptions import IntegrityError
@@ -13,6 +14,7 @@ from handlers.effects import DisconnectDevice, Effect
 from handlers.envelope import Identity
 from handlers.errors import Conflict, NotFound, Unauthorized
 from handlers.secrets import digest, digest_matches
+from handlers.views import Timestamp, View
 from models.devices import DEVICE_KINDS, Device, DeviceClaim
 
 # MQTT usernames become topic levels: no wildcards, no separators, nothing reserved.
@@ -23,8 +25,12 @@ RESERVED_USERNAMES = {"provision", "anonymous"}
 class CreateDevice(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     location: str = Field("", max_length=200)
-    username: str | None = Field(None, description="MQTT username; generated when left out")
-    kind: str = "esp32"
+    username: str | None = Field(
+        None,
+        description="MQTT username; generated when left out",
+        json_schema_extra={"pattern": USERNAME_RE.pattern, "not": {"enum": sorted(RESERVED_USERNAMES)}},
+    )
+    kind: str = Field("esp32", json_schema_extra={"enum": list(DEVICE_KINDS)})
 
     @field_validator("username")
     @classmethod
@@ -39,6 +45,37 @@ class CreateDevice(BaseModel):
         if value not in DEVICE_KINDS:
             raise ValueError(f"kind must be one of {', '.join(DEVICE_KINDS)}")
         return value
+
+
+class DeviceView(View):
+    id: int
+    name: str
+    location: str
+    kind: str
+    username: str = Field(description="MQTT username (the device's public identifier)")
+    owner: str = Field(description="id of the owning user")
+    online: bool
+    last_seen: Timestamp | None
+    has_api_key: bool = Field(description="true once a provisioning token was claimed")
+    metadata: dict[str, Any] = Field(description="device_metadata of the last claim")
+    created: Timestamp
+
+
+class DeviceList(View):
+    count: int
+    results: list[DeviceView]
+
+
+class ClaimRecord(View):
+    claimed_at: Timestamp
+    metadata: dict[str, Any]
+    source: Literal["http", "mqtt"]
+    remote: str = Field(description="the claiming client's address")
+
+
+class ClaimList(View):
+    device_id: int
+    results: list[ClaimRecord] = Field(description="the last 50 claims, newest first")
 
 
 def device_view(device: Device) -> dict[str, object]:

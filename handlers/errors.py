@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+
+from handlers.views import View
+
+
+class ErrorBody(View):
+    """Every error, on every route: a sentence, a stable code, and the problems one by one."""
+
+    detail: str = Field(description="what went wrong, for a human")
+    code: str = Field(description="stable machine-readable code, e.g. invalid_schema, device_not_found")
+    errors: list[dict[str, Any]] = Field(description='schema errors: [{"field", "message"}]; otherwise empty')
 
 
 class GatehouseError(Exception):

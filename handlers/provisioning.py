@@ -14,6 +14,7 @@ from handlers.devices import owned_device
 from handlers.effects import DisconnectDevice, Effect
 from handlers.errors import Conflict, Gone, NotFound
 from handlers.secrets import digest, new_secret
+from handlers.views import Timestamp, View
 from models.devices import Device, DeviceClaim, ProvisioningToken
 
 
@@ -25,6 +26,32 @@ class ProvisionRequest(BaseModel):
 class ClaimRequest(BaseModel):
     token: str = Field(min_length=1, max_length=200)
     device_metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProvisioningTokenView(View):
+    token: str = Field(description="one-time token; shown once")
+    expires_at: Timestamp | None = Field(description="null: the token never expires")
+    device_id: int
+
+
+class MqttLinks(View):
+    """Where and as whom the claimed device connects over MQTT (0: that listener is off)."""
+
+    host: str
+    port: int
+    tls_port: int
+    ws_port: int
+    username: str
+    telemetry_topic: str
+    commands_topic: str
+
+
+class ClaimResponse(View):
+    device_id: int
+    api_key: str = Field(description="the device's credential; shown once")
+    ingest_url: str
+    token_expires_at: Timestamp | None
+    mqtt: MqttLinks
 
 
 async def issue_token(principal: Principal, device_id: int, req: ProvisionRequest) -> dict[str, object]:

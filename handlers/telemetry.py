@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -15,9 +15,36 @@ from handlers.effects import Effect, Publish
 from handlers.envelope import Envelope
 from handlers.errors import Forbidden, InvalidPayload
 from handlers.senml import decode_pack, is_senml
+from handlers.views import Timestamp, View
 from models.telemetry import Sample, Telemetry
 
 MAX_READINGS = 1000
+
+# What a device sends: an object of readings, or a SenML pack (RFC 8428), for the document.
+TelemetryPayload = dict[str, Any] | list[dict[str, Any]]
+
+
+class IngestAck(View):
+    status: Literal["ok"] = Field(description="the sample is committed")
+
+
+class Latest(View):
+    device_id: int
+    payload: Any = Field(description="the last sample (null before the first one)")
+    received_at: Timestamp | None
+
+
+class SampleView(View):
+    id: int
+    received_at: Timestamp
+    payload: Any
+    source: Literal["http", "mqtt"]
+
+
+class History(View):
+    device_id: int
+    results: list[SampleView] = Field(description="newest first")
+    next_cursor: int | None = Field(description="pass as cursor for the next page; null on the last page")
 
 
 def parse_payload(env: Envelope) -> Any:

@@ -1,35 +1,46 @@
 """/auth and /me."""
 
+from __future__ import annotations
+
 from aiohttp import web
 
 from handlers import accounts
-from http_api.state import ctx_of, parse_body, principal
+from handlers.accounts import LoginRequest, Principal, RefreshRequest, Tokens, UserView
+from http_api.endpoint import Endpoint
+from http_api.state import ctx_of
 
 
-async def login(request: web.Request) -> web.Response:
-    req = await parse_body(request, accounts.LoginRequest)
-    return web.json_response(await accounts.login(ctx_of(request), req))
+async def login(request: web.Request, body: LoginRequest) -> dict[str, object]:
+    return await accounts.login(ctx_of(request), body)
 
 
-async def refresh(request: web.Request) -> web.Response:
-    req = await parse_body(request, accounts.RefreshRequest)
-    return web.json_response(await accounts.refresh(ctx_of(request), req))
+async def refresh(request: web.Request, body: RefreshRequest) -> dict[str, object]:
+    return await accounts.refresh(ctx_of(request), body)
 
 
-async def logout(request: web.Request) -> web.Response:
-    who = await principal(request)
-    req = await parse_body(request, accounts.RefreshRequest)
-    await accounts.logout(ctx_of(request), who, req)
-    return web.Response(status=204)
+async def logout(request: web.Request, who: Principal, body: RefreshRequest) -> None:
+    await accounts.logout(ctx_of(request), who, body)
 
 
-async def me(request: web.Request) -> web.Response:
-    return web.json_response(await accounts.me(await principal(request)))
+async def me(request: web.Request, who: Principal) -> dict[str, object]:
+    return await accounts.me(who)
 
 
-ROUTES = [
-    web.post("/auth/login", login),
-    web.post("/auth/refresh", refresh),
-    web.post("/auth/logout", logout),
-    web.get("/me", me),
+ENDPOINTS = [
+    Endpoint(
+        "POST", "/auth/login", login, "Log in: an access token and a refresh token",
+        {200: Tokens}, errors=(401,), auth=None, body=LoginRequest, tag="accounts",
+        description="401 `invalid_credentials` or `account_not_active`.",
+    ),
+    Endpoint(
+        "POST", "/auth/refresh", refresh, "New tokens for a refresh token (which is used up)",
+        {200: Tokens}, errors=(401,), auth=None, body=RefreshRequest, tag="accounts",
+        description="401 `refresh_invalid` for an unknown, used, revoked or expired refresh token.",
+    ),
+    Endpoint(
+        "POST", "/auth/logout", logout, "Revoke one of the caller's refresh tokens",
+        {204: None}, body=RefreshRequest, tag="accounts",
+        description="Access tokens stay valid until they expire, as JWTs do.",
+    ),
+    Endpoint("GET", "/me", me, "The calling user", {200: UserView}, tag="accounts"),
 ]

@@ -1,4 +1,4 @@
-"""Builds the aiohttp application: one explicit route list, one error middleware."""
+"""Builds the aiohttp application: one explicit endpoint table, one error middleware, its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,18 +8,20 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accounts, gateway, system
+from http_api import accounts, gateway, openapi, system
 from http_api.errors import error_middleware
 from http_api.state import CTX, HEALTH
 
 MAX_BODY = 1024 * 1024
 
-ROUTES = [*system.ROUTES, *accounts.ROUTES, *gateway.ROUTES]
+# Every REST route is an Endpoint: served and documented from the same value.
+ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *gateway.ENDPOINTS]
 
 
 def build_app(ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     app[HEALTH] = health
-    app.add_routes(ROUTES)
+    app.add_routes([ep.route() for ep in ENDPOINTS])
+    app.add_routes(openapi.routes(ENDPOINTS))
     return app

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from handlers.errors import GatehouseError
+from handlers.errors import ErrorBody, GatehouseError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ _HTTP_CODES = {
 def error_response(
     status: int, detail: str, code: str, errors: list[object] | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body = {"detail": detail, "code": code, "errors": errors or []}
+    body = ErrorBody.model_validate({"detail": detail, "code": code, "errors": errors or []}).model_dump()
     return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str))
 
 
