@@ -9,7 +9,7 @@ from aiohttp import web
 
 from handlers.context import Context
 from http_api import accounts, gateway, openapi, system
-from http_api.errors import error_middleware
+from http_api.errors import error_middleware, quiet_unparseable_requests
 from http_api.state import CTX, HEALTH
 
 MAX_BODY = 1024 * 1024
@@ -19,6 +19,7 @@ ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *gateway.ENDPOINTS]
 
 
 def build_app(ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Application:
+    quiet_unparseable_requests()
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     app[HEALTH] = health

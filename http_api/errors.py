@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from handlers.errors import ErrorBody, GatehouseError
 
@@ -55,3 +56,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal server error", "internal")
+
+
+class UnparseableRequestLog(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a broken request line) as an error
+    with a traceback, though it is the client's fault and answered 400: make it one warning line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            reason = str(exc.message).strip().splitlines()[0][:200] if exc.message else type(exc).__name__
+            record.msg, record.args = "unparseable HTTP request from %s: %s", (*record.args, reason)  # type: ignore[misc]
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_unparseable_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, UnparseableRequestLog) for f in server_log.filters):
+        server_log.addFilter(UnparseableRequestLog())
