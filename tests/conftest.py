@@ -1,4 +1,8 @@
-"""Fixtures: a real `gatehouse serve` process on free ports, and clients logged in to it."""
+"""Fixtures: a real `gatehouse serve` process on free ports, clients logged in to it, a database per test.
+
+GATEHOUSE_TEST_DB=postgres runs everything on a throw-away PostgreSQL cluster (one per session,
+one database per server and per database unit test); the default is SQLite.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,29 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import aiohttp
 import pytest
 
+from tests import support
 from tests.mqtt import Client
 from tests.raw import RawSession
 from tests.support import Api, Server, make_server
+
+
+def pytest_report_header() -> str:
+    return f"database backend: {support.BACKEND}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    support.stop_cluster()
+
+
+@pytest.fixture
+def db_url() -> Iterator[str]:
+    """A fresh empty database for one unit test: in-memory SQLite, or a new PostgreSQL database."""
+    url = support.new_database_url()
+    if url is None:
+        yield "sqlite://:memory:"
+        return
+    yield url
+    support.cluster().drop_database(url)
 
 
 @pytest.fixture(scope="session")

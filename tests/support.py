@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,10 +16,40 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
+
+from tests.pg import FAST, Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Passw0rd!x"
 USERS = {"admin@example.com": "gooee", "alice@example.com": "customer", "bob@example.com": "customer"}
+
+# Which database the tests run on: GATEHOUSE_TEST_DB=sqlite (default) or postgres.
+BACKEND = os.environ.get("GATEHOUSE_TEST_DB", "sqlite").strip().lower() or "sqlite"
+if BACKEND not in ("sqlite", "postgres"):
+    raise RuntimeError(f"GATEHOUSE_TEST_DB={BACKEND!r}: expected sqlite or postgres")
+
+_cluster: Cluster | None = None
+
+
+def cluster() -> Cluster:
+    """This session's PostgreSQL cluster, started on first use (stopped by `stop_cluster`)."""
+    global _cluster
+    if _cluster is None:
+        _cluster = Cluster(FAST).start()
+    return _cluster
+
+
+def stop_cluster() -> None:
+    global _cluster
+    if _cluster is not None:
+        _cluster.stop()
+        _cluster = None
+
+
+def new_database_url() -> str | None:
+    """A fresh PostgreSQL database's URL; None on SQLite (a server then uses its data directory)."""
+    return cluster().create_database() if BACKEND == "postgres" else None
 
 
 def free_port() -> int:
@@ -65,6 +97,10 @@ class Server:
     @property
     def ca(self) -> Path:
         return self.data_dir / "certs" / "ca.crt"
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("GATEHOUSE_DATABASE__URL") or f"sqlite://{self.data_dir / 'gatehouse.db'}"
 
     def start(self, timeout: float = 30) -> None:
         self.log_path = self.data_dir / "server.log"
@@ -129,6 +165,8 @@ def make_server(tmp: Path, **env: str) -> Server:
     """Create the users, then start a server with GATEHOUSE_* `env` set."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = {"GATEHOUSE_AUTH__ACCESS_TOKEN_MINUTES": "30", **env}
+    if "GATEHOUSE_DATABASE__URL" not in env and (url := new_database_url()):
+        env["GATEHOUSE_DATABASE__URL"] = url
     for username, kind in USERS.items():
         done = gatehouse(
             "users",
@@ -146,6 +184,32 @@ def make_server(tmp: Path, **env: str) -> Server:
     server = Server(tmp, env)
     server.start()
     return server
+
+
+async def fetch(server: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows read straight from a server's database (`?` placeholders), bypassing the server."""
+    url = server.database_url
+    if url.startswith("sqlite://"):
+        conn = sqlite3.connect(f"file:{url.removeprefix('sqlite://')}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+    numbered = iter(range(1, sql.count("?") + 1))
+    pg = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await pg.fetch(re.sub(r"\?", lambda _: f"${next(numbered)}", sql), *args)]
+    finally:
+        await pg.close()
+
+
+async def table_names(server: Server) -> list[str]:
+    """The tables of a server's database."""
+    if server.database_url.startswith("sqlite://"):
+        rows = await fetch(server, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = await fetch(server, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    return [r[0] for r in rows]
 
 
 class Api:

@@ -20,8 +20,8 @@ PASSWORD = "Passw0rd!x"
 
 
 @pytest.fixture
-async def ctx() -> AsyncIterator[Context]:
-    db = await init_db("sqlite://:memory:")
+async def ctx(db_url: str) -> AsyncIterator[Context]:
+    db = await init_db(db_url)
     try:
         yield Context(jwt_secret="x" * 32, writer=TelemetryWriter())
     finally:

@@ -44,8 +44,8 @@ class RecordingEffector:
 
 
 @pytest.fixture
-async def ctx() -> AsyncIterator[Context]:
-    db = await init_db("sqlite://:memory:")
+async def ctx(db_url: str) -> AsyncIterator[Context]:
+    db = await init_db(db_url)
     try:
         yield Context(jwt_secret="x" * 32, writer=TelemetryWriter(), effector=RecordingEffector())
     finally:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 from pathlib import Path
 
 import aiohttp
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.support import Api, Server, make_server
+from tests.support import Api, Server, fetch, make_server
 
 
-def stored_seqs(db: Path, device_id: int) -> list[int]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM telemetry WHERE device_id = ?", (device_id,)).fetchall()
-    finally:
-        conn.close()
+async def stored_seqs(server: Server, device_id: int) -> list[int]:
+    """Read straight from the database, so what a killed server had committed is what counts."""
+    rows = await fetch(server, "SELECT payload FROM telemetry WHERE device_id = ?", device_id)
     return [json.loads(r[0])["seq"] for r in rows]
 
 
@@ -48,7 +44,7 @@ async def _publish_until(server: Server, stop: signal.Signals, tmp_path: Path) -
     finally:
         client.loop_stop()
     acked = {seq for seq, info in infos if info.is_published()}
-    return acked, stored_seqs(server.data_dir / "gatehouse.db", device["id"]), code
+    return acked, await stored_seqs(server, device["id"]), code
 
 
 async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:

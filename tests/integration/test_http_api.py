@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.support import PASSWORD, Api, Server
+from tests.support import PASSWORD, Api, Server, fetch, table_names
 
 INGEST = "/gateway/device-data/ingest"
 
@@ -385,24 +384,20 @@ async def test_secrets_not_stored_in_clear(server: Server, alice: Api, http: aio
     unused = await alice.provision(device["id"])
     session = await Api(http, server.url).login("alice@example.com")
     secrets = {"api_key": api_key, "token": token, "unused token": unused, "refresh": session["refresh_token"]}
-    db = sqlite3.connect(f"file:{server.data_dir / 'gatehouse.db'}?mode=ro", uri=True)
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        assert {"devices", "provisioning_tokens", "refresh_tokens"} <= set(tables)
-        checked = 0
-        for table in tables:
-            for row in db.execute(f'SELECT * FROM "{table}"'):
-                for value in row:
-                    text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-                    for what, secret in secrets.items():
-                        assert secret not in text, f"{what} stored in clear in {table}"
-                checked += 1
-        assert checked
-        # What is stored is the digest.
-        (stored,) = db.execute("SELECT api_key_hash FROM devices WHERE id = ?", (device["id"],)).fetchone()
-        assert re.fullmatch(r"[0-9a-f]{64}", stored)
-    finally:
-        db.close()
+    tables = await table_names(server)
+    assert {"devices", "provisioning_tokens", "refresh_tokens"} <= set(tables)
+    checked = 0
+    for table in tables:
+        for row in await fetch(server, f'SELECT * FROM "{table}"'):
+            for value in row:
+                text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+                for what, secret in secrets.items():
+                    assert secret not in text, f"{what} stored in clear in {table}"
+            checked += 1
+    assert checked
+    # What is stored is the digest.
+    ((stored,),) = await fetch(server, "SELECT api_key_hash FROM devices WHERE id = ?", device["id"])
+    assert re.fullmatch(r"[0-9a-f]{64}", stored)
 
 
 async def test_claims_list_capped_at_50_newest(alice: Api) -> None:
