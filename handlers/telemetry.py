@@ -93,6 +93,12 @@ class HistoryQuery(BaseModel):
     # Bounded: a larger number overflows the 64-bit id column (a 500 instead of a 400).
     cursor: int | None = Field(None, ge=1, le=2**63 - 1, description="next_cursor from the previous page")
 
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        # ISO 8601 only: pydantic alone would read a number ("0.5") as a Unix time.
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+
     @field_validator("since", "until")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:

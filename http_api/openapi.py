@@ -115,7 +115,10 @@ def _operation(ep: Endpoint, refs: dict[tuple[type[BaseModel], Any], dict[str, A
     if params:
         op["parameters"] = params
     if ep.body is not None:
-        op["requestBody"] = {"required": True, "content": _content("application/json", refs[(ep.body, "validation")])}
+        ref = refs[(ep.body, "validation")]
+        # An empty body reads as {}: it is optional when the model has no required field.
+        required = bool(defs[ref["$ref"].rsplit("/", 1)[-1]].get("required"))
+        op["requestBody"] = {"required": required, "content": _content("application/json", ref)}
     elif ep.raw_body is not None:
         schema = TypeAdapter(ep.raw_body).json_schema(ref_template=REF)
         op["requestBody"] = {"required": True, "content": _content("application/json", schema)}
