@@ -1,4 +1,4 @@
-"""The `gatehouse` command: serve, users, sim."""
+"""The `gatehouse` command: serve, db, users, sim."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ import asyncio
 import getpass
 import logging
 import sys
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gatehouse.settings import ConfigError, Settings, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and examples kept as written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +30,28 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (database, certificates, secrets)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gatehouse", description="MQTT-first IoT backend")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
-    serve = sub.add_parser("serve", help="run the broker and the REST API")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gatehouse",
+        description="MQTT-first IoT backend: an embedded MQTT broker and a REST API over one handler pipeline.",
+        epilog=_examples(
+            "gatehouse serve", "gatehouse db status", "gatehouse users create --username a@b.c --account-type gooee"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('gatehouse')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the broker and the REST API",
+        description="Run the MQTT broker (TCP, TLS, WebSocket) and the REST API (HTTP, HTTPS) on one loop. "
+        "Pending database migrations are applied first; dev TLS certificates are made on first start.",
+        epilog=_examples("gatehouse serve", "gatehouse serve --http-port 9080 --ws-port 0   # 0 turns a listener off"),
+    )
     _common(serve)
     for flag, key in (
         ("--http-port", "http.port"),
@@ -33,19 +62,73 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         serve.add_argument(flag, type=int, dest=key, help=f"{key} (0 turns the listener off)")
 
-    users = sub.add_parser("users", help="manage user accounts")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
-    create = users_sub.add_parser("create", help="create an active user (the first administrator)")
+    db = sub.add_parser(
+        "db",
+        help="database schema: status and upgrade",
+        description="The database schema is versioned (models/migrations/). `serve` upgrades at start; "
+        "these commands let you look first, or upgrade without starting.",
+        epilog=_examples("gatehouse db status", "gatehouse db upgrade"),
+    )
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND", parser_class=_Parser)
+    status = db_sub.add_parser(
+        "status",
+        help="show which migrations are applied and which are pending",
+        description="Show where the database stands: applied migrations, pending ones, and whether it was "
+        "created before migrations existed (the first upgrade adopts such a database without touching a row).",
+        epilog=_examples(
+            "gatehouse db status", "GATEHOUSE_DATABASE__URL=postgres://u:p@db:5432/gatehouse gatehouse db status"
+        ),
+    )
+    _common(status)
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="apply every pending migration",
+        description="Apply every pending migration in order, each in its own transaction, and print each one.",
+        epilog=_examples("gatehouse db upgrade", "gatehouse db upgrade --data-dir /var/lib/gatehouse"),
+    )
+    _common(upgrade)
+
+    users = sub.add_parser(
+        "users",
+        help="manage user accounts",
+        description="Manage user accounts from the command line.",
+        epilog=_examples("gatehouse users create --username admin@example.com --account-type gooee"),
+    )
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND", parser_class=_Parser)
+    create = users_sub.add_parser(
+        "create",
+        help="create an active user (the first administrator)",
+        description="Create an active user. The password is prompted for twice, or read from standard input.",
+        epilog=_examples(
+            "gatehouse users create --username admin@example.com --account-type gooee",
+            "echo 'S3cret!pass' | gatehouse users create --username a@example.com --account-type customer "
+            "--password-stdin",
+        ),
+    )
     _common(create)
     create.add_argument("--username", required=True)
     create.add_argument("--account-type", required=True, choices=["gooee", "partner", "customer"])
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
-    sim = sub.add_parser("sim", help="device simulators")
-    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    sim = sub.add_parser(
+        "sim",
+        help="device simulators",
+        description="Device simulators that speak the real protocols to a running server.",
+        epilog=_examples("gatehouse sim esp32 --count 20 --interval 1 --duration 30"),
+    )
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="COMMAND", parser_class=_Parser)
     from firmware_sim.esp32 import add_arguments
 
-    esp32 = sim_sub.add_parser("esp32", help="ESP32 boards: provision, claim, publish telemetry")
+    esp32 = sim_sub.add_parser(
+        "esp32",
+        help="ESP32 boards: provision, claim, publish telemetry",
+        description="Create, provision and claim N boards through the REST API, then publish readings over "
+        "MQTT (QoS 1) or HTTP; prints progress and a summary.",
+        epilog=_examples(
+            "GATEHOUSE_SIM_USER=admin@example.com GATEHOUSE_SIM_PASSWORD=... "
+            "gatehouse sim esp32 --count 20 --interval 1 --duration 30 --tls"
+        ),
+    )
     _common(esp32)
     add_arguments(esp32)
     return parser
@@ -74,12 +157,16 @@ def _run(coro: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
+    from models.db import DatabaseError
+
     try:
         if args.command == "serve":
             from gatehouse.server import serve
 
             ports = {k: v for k, v in vars(args).items() if "." in k}
             _run(serve(_settings(args, ports)))
+        elif args.command == "db":
+            return _run(_db(args))
         elif args.command == "users":
             return _run(_create_user(args))
         elif args.command == "sim":
@@ -89,9 +176,45 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gatehouse: {exc}", file=sys.stderr)
         return 2
+    except DatabaseError as exc:
+        print(f"gatehouse: database: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a port is taken, a file is unreadable
+        print(f"gatehouse: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def _db(args: argparse.Namespace) -> int:
+    from models.db import close_db, db_status, init_db, safe_url, upgrade_db
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await init_db(settings.database_url, upgrade=False)
+    try:
+        print(f"database {safe_url(settings.database_url)}")
+        if args.db_command == "upgrade":
+            applied = await upgrade_db(progress=lambda name: print(f"  applied {name}", flush=True))
+            state = await db_status()
+            head = state.applied[-1] if state.applied else "(none)"
+            print(f"{len(applied)} migration(s) applied; at {head}" if applied else f"already at {head}")
+            return 0
+        state = await db_status()
+        for name in state.applied:
+            print(f"  applied  {name}")
+        for name in state.pending:
+            print(f"  pending  {name}")
+        if state.legacy:
+            print("created before migrations existed: `gatehouse db upgrade` (or serve) adopts it, keeping every row")
+        elif state.pending:
+            print(f"{len(state.pending)} pending: run `gatehouse db upgrade` (serve applies them at start)")
+        else:
+            print("up to date")
+        return 0
+    finally:
+        await close_db(db)
 
 
 async def _create_user(args: argparse.Namespace) -> int:
