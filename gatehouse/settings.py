@@ -137,10 +137,7 @@ def load_settings(config: Path | None = None, overrides: dict[str, Any] | None =
     try:
         return Settings(**init)
     except ValidationError as exc:
-        lines = [f"bad configuration (from {path}, GATEHOUSE_* variables or flags):"]
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {key}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"bad configuration (from {path}, GATEHOUSE_* variables or flags): {problems}") from exc
     finally:
         _config_path.reset(token)

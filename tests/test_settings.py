@@ -124,6 +124,7 @@ def test_serve_with_bad_config_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "http.port" in done.stderr
     assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_serve_with_bad_env_exits_2(tmp_path: Path) -> None:
