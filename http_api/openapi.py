@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,7 @@ def _operation(ep: Endpoint, refs: dict[tuple[type[BaseModel], Any], dict[str, A
         op["requestBody"] = {"required": True, "content": _content("application/json", schema)}
     responses: dict[str, Any] = {}
     for status, model in ep.responses.items():
-        answer: dict[str, Any] = {"description": "success"}
+        answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}
         if model is not None:
             answer["content"] = _content(ep.media_type, refs[(model, "serialization")])
         elif ep.media_type != "application/json":
