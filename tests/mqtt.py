@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import ssl
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+BARRIER_FILTER = "gatehouse-test/barrier"
 
 
 @dataclass
@@ -31,10 +35,13 @@ class Client:
         self.messages: queue.Queue[Message] = queue.Queue()
         self._connack: queue.Queue[int] = queue.Queue()
         self._suback: dict[int, queue.Queue[list[int]]] = {}
+        self._unsuback: dict[int, queue.Queue[None]] = {}
+        self._gone = False
         self.disconnected = threading.Event()
         self.paho.on_connect = self._on_connect
         self.paho.on_message = self._on_message
         self.paho.on_subscribe = self._on_subscribe
+        self.paho.on_unsubscribe = self._on_unsubscribe
         self.paho.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -45,6 +52,9 @@ class Client:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
         self._suback.setdefault(mid, queue.Queue()).put([rc.value for rc in reason_codes])
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # type: ignore[no-untyped-def]
+        self._unsuback.setdefault(mid, queue.Queue()).put(None)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         self.disconnected.set()
@@ -122,7 +132,54 @@ class Client:
     async def wait_disconnected(self, timeout: float) -> bool:
         return await asyncio.to_thread(self.disconnected.wait, timeout)
 
+    async def barrier(self, timeout: float = 5) -> bool:
+        """An UNSUBSCRIBE round trip (of a filter never subscribed to, which the server must still
+        acknowledge [MQTT-3.10.4-4/5]): once the UNSUBACK is in, the broker has read every packet
+        this client sent before, and whatever it wrote to this connection before has arrived.
+        False if no UNSUBACK came within `timeout` (the connection is gone)."""
+        result, mid = self.paho.unsubscribe(BARRIER_FILTER)
+        assert result == paho.MQTT_ERR_SUCCESS, result
+        box = self._unsuback.setdefault(mid, queue.Queue())
+        try:
+            await asyncio.to_thread(box.get, True, timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    async def disconnect(self, timeout: float = 5) -> None:
+        """DISCONNECT, then wait until the server closes the connection, which it does once it has
+        handled the DISCONNECT (MQTT 3.1.1 §3.14.4). paho closes its socket right after writing
+        DISCONNECT, so the DISCONNECT is written here, after a barrier flushed what paho had queued."""
+        assert await self.barrier(timeout), f"{self.client_id}: no UNSUBACK within {timeout}s"
+        self.paho.loop_stop()
+        sock = self.paho.socket()
+        assert sock is not None, f"{self.client_id}: not connected"
+        self._gone = True
+
+        def until_closed() -> bool:
+            deadline = time.monotonic() + timeout
+            try:
+                sock.sendall(b"\xe0\x00")
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
+                    if not sock.recv(65536):
+                        return True
+            except TimeoutError:
+                return False
+            except OSError:  # reset: closed as well
+                return True
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            return False
+
+        closed = await asyncio.to_thread(until_closed)
+        self.disconnected.set()
+        assert closed, f"{self.client_id}: the server did not close the connection {timeout}s after DISCONNECT"
+
     def close(self) -> None:
+        if self._gone:
+            return
         self.paho.disconnect()
         self.paho.loop_stop()
 

@@ -207,9 +207,16 @@ class RawSession:
         await self.send(b"\xc0\x00")
         await self.expect(PINGRESP, timeout)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, *, wait: float | None = None) -> None:
+        """DISCONNECT and close. With `wait`, first wait (up to `wait` seconds) for the server to
+        close its end, which it does once it has handled the DISCONNECT (MQTT 3.1.1 §3.14.4): the
+        barrier before a test reconnects with the same client id or publishes to the session."""
         with contextlib.suppress(OSError):
             await self.send(b"\xe0\x00")
+        if wait is not None:
+            assert await self.closed_by_server(wait), (
+                f"the server did not close the connection {wait}s after DISCONNECT"
+            )
         self.close()
 
     async def closed_by_server(self, timeout: float) -> bool:

@@ -54,9 +54,6 @@ async def forget_session(port: int, client_id: str) -> None:
         raw.close()
 
 
-SETTLE = 0.3  # lets the broker handle a DISCONNECT before the test goes on
-
-
 # --- 1. session present -----------------------------------------------------------------------------
 
 
@@ -68,19 +65,18 @@ async def test_session_present_flag(
     first = raws()
     assert await first.connect(port, cid, clean=False) == (0, 0)
     assert await first.subscribe(topic, 1) == 1
-    await first.disconnect()
-    await asyncio.sleep(SETTLE)
+    await first.disconnect(wait=5)
 
     again = raws()
     assert await again.connect(port, cid, clean=False) == (1, 0)
-    await again.disconnect()
-    await asyncio.sleep(SETTLE)
+    await again.disconnect(wait=5)
 
     clean = raws()
     assert await clean.connect(port, cid, clean=True) == (0, 0)
-    await clean.disconnect()
-    # Past amqtt's session monitor (it drops ended clean sessions once a second): without this
-    # pause the next CONNECT resumes the clean session, see the test below.
+    await clean.disconnect(wait=5)
+    # Past amqtt's session monitor (it drops ended clean sessions once a second), so the next
+    # CONNECT meets the state after it: nothing a client can observe marks that sweep (the test
+    # below checks the result is the same without this pause), so this stays a sleep.
     await asyncio.sleep(1.2)
 
     # The clean session ended the stored one: a persistent session starts afresh, without the
@@ -111,8 +107,7 @@ async def test_persistent_connect_right_after_a_clean_session_starts_fresh(
         present, rc = await fresh.connect(port, cid, clean=False)
         assert rc == 0
         assert await fresh.subscribe(topic, 1) == 1
-        await fresh.disconnect()
-        await asyncio.sleep(SETTLE)
+        await fresh.disconnect(wait=5)
         assert await pub.publish(topic, b"while-away", qos=1)
         back = raws()
         back_present, _ = await back.connect(port, cid, clean=False)
@@ -133,8 +128,7 @@ async def test_offline_messages_queued_qos1_only_in_order(anon_server: Server, c
     sub = clients(cid, clean_session=False)
     assert await sub.connect(port) == 0
     assert await sub.subscribe(topic, 1) == 1
-    sub.close()
-    await asyncio.sleep(SETTLE)
+    await sub.disconnect()
 
     pub = await publisher(clients, port)
     for n in range(3):
@@ -161,8 +155,7 @@ async def test_persistent_session_survives_restart(
     sub = raws()
     assert await sub.connect(port, cid, clean=False) == (0, 0)
     assert await sub.subscribe(topic, 1) == 1
-    await sub.disconnect()
-    await asyncio.sleep(SETTLE)
+    await sub.disconnect(wait=5)
 
     pub = await publisher(clients, port)
     for n in range(3):
@@ -216,8 +209,7 @@ async def test_unacked_qos1_redelivered_with_dup_on_reconnect(
     assert await pub.publish(topic, b"once", qos=1)
     first = await sub.next_publish()
     assert first is not None and (first.payload, first.qos, first.dup) == (b"once", 1, False)
-    await sub.disconnect()  # without PUBACK
-    await asyncio.sleep(SETTLE)
+    await sub.disconnect(wait=5)  # without PUBACK
 
     again = raws()
     assert await again.connect(port, cid, clean=False) == (1, 0)
@@ -226,8 +218,7 @@ async def test_unacked_qos1_redelivered_with_dup_on_reconnect(
     assert (dup.topic, dup.payload, dup.qos, dup.dup, dup.packet_id) == (topic, b"once", 1, True, first.packet_id)
     await again.ack(dup.packet_id)
     await again.ping()
-    await again.disconnect()
-    await asyncio.sleep(SETTLE)
+    await again.disconnect(wait=5)
 
     last = raws()
     assert await last.connect(port, cid, clean=False) == (1, 0)
@@ -249,8 +240,7 @@ async def test_qos2_redelivery_publish_then_pubrel(
     assert await pub.publish(topic, b"exactly-once", qos=2)
     first = await sub.next_publish()
     assert first is not None and (first.payload, first.qos) == (b"exactly-once", 2)
-    await sub.disconnect()
-    await asyncio.sleep(SETTLE)
+    await sub.disconnect(wait=5)
 
     second = raws()
     assert await second.connect(port, cid, clean=False) == (1, 0)
@@ -264,8 +254,7 @@ async def test_qos2_redelivery_publish_then_pubrel(
     await second.ack(dup.packet_id, PUBREC)
     pubrel = await second.expect(PUBREL)
     assert int.from_bytes(pubrel.body[:2], "big") == first.packet_id
-    await second.disconnect()  # without PUBCOMP
-    await asyncio.sleep(SETTLE)
+    await second.disconnect(wait=5)  # without PUBCOMP
 
     third = raws()
     assert await third.connect(port, cid, clean=False) == (1, 0)
@@ -274,8 +263,7 @@ async def test_qos2_redelivery_publish_then_pubrel(
     assert await third.publishes(0.3) == []  # not the PUBLISH again
     await third.ack(first.packet_id, PUBCOMP)
     await third.ping()
-    await third.disconnect()
-    await asyncio.sleep(SETTLE)
+    await third.disconnect(wait=5)
 
     last = raws()
     assert await last.connect(port, cid, clean=False) == (1, 0)
