@@ -19,6 +19,8 @@ from handlers.errors import Conflict, Forbidden, Gone, NotFound
 from handlers.views import Timestamp, View
 from models.commands import Command
 
+REQ_ID_MAX = Command._meta.fields_map["req_id"].max_length  # type: ignore[attr-defined]
+
 MAX_WAIT = 30  # seconds an HTTP caller may hold the request open for the answer
 
 
@@ -112,11 +114,18 @@ async def send_command(ctx: Context, principal: Principal, device_id: int, req: 
     return command_view(fresh)
 
 
+def known_shape(req_id: str) -> bool:
+    """Could be one of our ids: longer than the column, the ORM refuses to even look it up."""
+    return len(req_id) <= REQ_ID_MAX
+
+
 async def record_result(ctx: Context, env: Envelope, username: str, req_id: str, res: CommandResult) -> list[Effect]:
     """A device's answer: only to its own pending command, and only the first answer counts."""
     who = env.identity
     if who.kind != "device" or who.device_id is None or who.username != username:
         raise Forbidden("a device answers only on devices/<own username>/commands/res/<req_id>", code="not_a_device")
+    if not known_shape(req_id):
+        raise NotFound(f"no command {req_id[:40]} for this device", code="command_not_found")
     now = datetime.now(UTC)
     result = res.model_dump()
     # The conditional update is the lock: of racing answers exactly one still sees "pending".
@@ -140,7 +149,7 @@ async def record_result(ctx: Context, env: Envelope, username: str, req_id: str,
 
 async def get_command(principal: Principal, device_id: int, req_id: str) -> dict[str, Any]:
     device = await owned_device(principal, device_id)
-    cmd = await Command.get_or_none(device_id=device.id, req_id=req_id)
+    cmd = await Command.get_or_none(device_id=device.id, req_id=req_id) if known_shape(req_id) else None
     if cmd is None:
         raise NotFound(f"command {req_id} not found", code="command_not_found")
     return command_view(cmd)

@@ -141,6 +141,17 @@ async def test_other_device_and_unknown_refused(ctx: Context, alice: Principal, 
     assert (await Command.get(req_id=view["req_id"])).status == "pending"
 
 
+async def test_req_id_longer_than_any_of_ours_is_not_found(ctx: Context, alice: Principal, dev: Identity) -> None:
+    # Longer than the column: the ORM refused the lookup itself (a 500 on GET, a handler failure
+    # and a disconnect without PUBACK on MQTT). It is simply no command of ours.
+    long_id = "x" * (commands.REQ_ID_MAX + 1)
+    with pytest.raises(NotFound) as err:
+        await _answer(ctx, dev, long_id, {"status": "ok"})
+    assert err.value.code == "command_not_found"
+    with pytest.raises(NotFound):
+        await commands.get_command(alice, dev.device_id, long_id)  # type: ignore[arg-type]
+
+
 async def test_second_answer_refused(ctx: Context, alice: Principal, dev: Identity) -> None:
     view = await _send(ctx, alice, dev)
     await _answer(ctx, dev, view["req_id"], {"status": "error", "reason": "jammed"})
