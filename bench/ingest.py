@@ -1,11 +1,14 @@
 """End-to-end ingest: QoS 1 telemetry persisted by a real `gatehouse serve`, against bare amqtt.
 
-python -m bench.ingest [--devices 100] [--messages 50] [--window 10]
+python -m bench.ingest [--db sqlite|postgres] [--devices 100] [--messages 50] [--window 10]
 
 A PUBACK from Gatehouse means the sample is committed, so acknowledged/s is persisted/s; the
-row count in the SQLite file afterwards checks that. Then bench.baseline runs bare amqtt
-forwarding the same load to one subscriber, and the last line compares the two:
-RESULT persisted_mps=<n> baseline_mps=<n> ratio=<r> lost=<n> p99_ms=<n> rss_mb=<n>
+row count in the database afterwards checks that. `--db postgres` starts a throw-away
+PostgreSQL cluster of its own (tests/pg.py, stock durability settings) and points the server at
+it. Then bench.baseline runs bare amqtt forwarding the same load to one subscriber, and the last
+line compares the two:
+RESULT db=<backend> persisted_mps=<n> baseline_mps=<n> ratio=<r> lost=<n> p99_ms=<n> rss_mb=<n>
+       mean_batch=<samples> commit_ms=<n>   (one line; the writer's figures from /health)
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
+import asyncpg
 import psutil
 
 from bench.baseline import run_baseline
 from firmware_sim.mqtt import MqttClient
 from firmware_sim.stats import Progress, Stats
+from tests.pg import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "bench@example.com", "Bench-Passw0rd!"
@@ -215,8 +220,24 @@ def count_rows(db: Path) -> int:
         return conn.execute("SELECT COUNT(*) FROM telemetry").fetchone()[0]
 
 
-async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -> dict[str, Any]:
-    server = ServerProcess(data_dir)
+async def writer_stats(base: str) -> dict[str, Any]:
+    """The server's telemetry writer counters (mean batch size, mean commit time) from /health."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/health") as resp:
+        return (await resp.json())["database"]
+
+
+async def count_rows_postgres(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("SELECT COUNT(*) FROM telemetry")
+    finally:
+        await conn.close()
+
+
+async def run_ingest(
+    devices: int, messages: int, window: int, data_dir: Path, database_url: str | None = None
+) -> dict[str, Any]:
+    server = ServerProcess(data_dir, {"GATEHOUSE_DATABASE__URL": database_url} if database_url else None)
     clients: list[MqttClient] = []
     try:
         print(f"starting gatehouse serve in {data_dir}", file=sys.stderr)
@@ -254,9 +275,10 @@ async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -
         mps = stats.acked / seconds if seconds > 0 else 0.0
         progress.close(f"persisted {stats.acked}/{total} in {seconds:.2f}s = {mps:,.0f} msg/s; {stats.summary()}")
 
+        writer = await writer_stats(f"http://127.0.0.1:{server.ports['http']}")
         await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
         clients = []
-        rows = count_rows(data_dir / "gatehouse.db")
+        rows = await count_rows_postgres(database_url) if database_url else count_rows(data_dir / "gatehouse.db")
         sampler.cancel()
         cpu = [sum(cpu1[i][:2]) - sum(cpu0[i][:2]) for i in (0, 1)]
         return {
@@ -272,6 +294,8 @@ async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -
             "rss_publish_mb": round(peak[1] / 2**20, 1),
             "server_cpu_pct": round(100 * cpu[0] / seconds, 1) if seconds > 0 else 0.0,
             "generator_cpu_pct": round(100 * cpu[1] / seconds, 1) if seconds > 0 else 0.0,
+            "mean_batch": writer.get("telemetry_mean_batch", 0),
+            "commit_ms": writer.get("telemetry_mean_commit_ms", 0),
         }
     except BaseException:
         print(f"\nserver log tail:\n{server.tail()}", file=sys.stderr)
@@ -284,7 +308,16 @@ async def run_ingest(devices: int, messages: int, window: int, data_dir: Path) -
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gatehouse-bench-") as tmp:
-        ingest = await run_ingest(args.devices, args.messages, args.window, Path(tmp))
+        if args.db == "postgres":
+            cluster = Cluster().start()
+            print(f"PostgreSQL cluster on port {cluster.port} in {cluster.root}", file=sys.stderr)
+            try:
+                url = cluster.create_database("bench")
+                ingest = await run_ingest(args.devices, args.messages, args.window, Path(tmp), url)
+            finally:
+                cluster.stop()
+        else:
+            ingest = await run_ingest(args.devices, args.messages, args.window, Path(tmp))
     print("running bare amqtt baseline", file=sys.stderr)
     baseline = await run_baseline(args.devices, args.messages)
     return {"ingest": ingest, "baseline": baseline}
@@ -292,6 +325,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite", help="the server's database")
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--messages", type=int, default=50, help="QoS 1 messages per device")
     ap.add_argument("--window", type=int, default=10, help="in-flight QoS 1 messages per device")
@@ -305,10 +339,12 @@ def main() -> None:
         result = uvloop.run(main_async(args))
     ing, base = result["ingest"], result["baseline"]
     ratio = ing["persisted_mps"] / base["baseline_mps"] if base["baseline_mps"] else 0.0
-    print(f"\nGatehouse ingest, {args.devices} devices x {args.messages} QoS 1 messages, window {args.window}")
+    load = f"{args.devices} devices x {args.messages} QoS 1 messages, window {args.window}"
+    print(f"\nGatehouse ingest on {args.db}, {load}")
     print(f"  persisted        {ing['persisted_mps']:>10,.0f} msg/s  ({ing['acked']} acked in {ing['seconds']} s)")
     print(f"  rows / sent      {ing['rows']:>10} / {ing['sent']}  (lost {ing['lost']})")
     print(f"  publish->commit  p50 {ing['p50_ms']} ms, p99 {ing['p99_ms']} ms")
+    print(f"  writer           mean batch {ing['mean_batch']} samples, mean commit {ing['commit_ms']} ms")
     print(f"  server           peak RSS {ing['rss_mb']} MB ({ing['rss_publish_mb']} MB while publishing)")
     print(f"                   CPU {ing['server_cpu_pct']}% (of one core)")
     print(f"  generator        CPU {ing['generator_cpu_pct']}%")
@@ -318,8 +354,9 @@ def main() -> None:
     print(f"  broker CPU {base['broker_cpu_pct']}%, generator CPU {base['generator_cpu_pct']}%")
     print(f"  ratio persisted/baseline {ratio:.2f}")
     print(
-        f"RESULT persisted_mps={ing['persisted_mps']:.0f} baseline_mps={base['baseline_mps']:.0f} "
-        f"ratio={ratio:.2f} lost={ing['lost']} p99_ms={ing['p99_ms']:.1f} rss_mb={ing['rss_mb']:.0f}"
+        f"RESULT db={args.db} persisted_mps={ing['persisted_mps']:.0f} baseline_mps={base['baseline_mps']:.0f} "
+        f"ratio={ratio:.2f} lost={ing['lost']} p99_ms={ing['p99_ms']:.1f} rss_mb={ing['rss_mb']:.0f} "
+        f"mean_batch={ing['mean_batch']} commit_ms={ing['commit_ms']}"
     )
 
 
