@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -178,7 +179,11 @@ async def authenticate_jwt(ctx: Context, token: str) -> Principal:
     if known is not None and known[1] > now:
         return known[0]
     claims = decode_access_token(ctx.jwt_secret, token)
-    user = await User.get_or_none(id=claims["sub"])
+    try:  # PostgreSQL's uuid column refuses a malformed id outright (SQLite just finds nothing)
+        user_id = uuid.UUID(str(claims.get("sub")))
+    except ValueError:
+        user_id = None
+    user = await User.get_or_none(id=user_id) if user_id else None
     if user is None or user.account_status != "active":
         raise Unauthorized("user no longer active", code="account_not_active")
     principal = Principal(str(user.id), user.username, user.account_type)

@@ -50,10 +50,28 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _storable(value: Any) -> None:
+    """PostgreSQL (text, jsonb) cannot hold NUL or unpaired surrogates; refuse them on both backends."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("strings may not contain \\u0000")
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) for an unpaired surrogate
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item)
+
+
 def parse_json(raw: bytes, what: str = "payload") -> Any:
     """Strict JSON for both doors: NaN, Infinity and 1e999 would be stored and served back as invalid JSON."""
     try:
-        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        if b"\\u" in raw or not raw.isascii():
+            _storable(data)
+        return data
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"{what} is not UTF-8 text", code="invalid_json") from exc
     except ValueError as exc:  # JSONDecodeError is a ValueError
