@@ -69,7 +69,7 @@ def parse_json(raw: bytes, what: str = "payload") -> Any:
     """Strict JSON for both doors: NaN, Infinity and 1e999 would be stored and served back as invalid JSON."""
     try:
         data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
-        if b"\\u" in raw or not raw.isascii():
+        if b"\\u" in raw or not raw.isascii():  # json.loads accepts UTF-8-encoded surrogates
             _storable(data)
         return data
     except UnicodeDecodeError as exc:

@@ -556,6 +556,8 @@ async def test_malformed_telemetry_answered_on_errors_topic(
         (b"42", "invalid_telemetry"),
         (b"{}", "invalid_telemetry"),
         (b'{"v": "\xff\xfe"}', "invalid_json"),
+        (b'{"v": "\\u0000"}', "invalid_json"),
+        (b'{"v": "\\udfff"}', "invalid_json"),
         (b"", "invalid_json"),
     ]
     for payload, code in cases:

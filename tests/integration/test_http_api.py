@@ -441,6 +441,9 @@ async def test_ingest_bare_key(alice: Api) -> None:
         (b"{not json", "invalid_json"),
         (b"", "invalid_json"),
         (b"\xff\xfe", "invalid_json"),
+        (b'{"v": "a\\u0000b"}', "invalid_json"),  # PostgreSQL text/jsonb cannot hold NUL
+        (b'{"\\ud800": 1}', "invalid_json"),  # nor an unpaired surrogate
+        (b'{"v": "\xed\xa0\x80"}', "invalid_json"),  # one sent UTF-8-encoded
         (b"[1, 2]", "invalid_senml"),
         (b"[]", "invalid_senml"),
         (b'[{"n": "x", "v": "high"}]', "invalid_senml"),
