@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 
 from tortoise.exceptions import IntegrityError
@@ -74,7 +73,7 @@ class TelemetryWriter:
         try:
             await store_batch([sample for sample, _ in batch])
         except Exception as exc:
-            if not _integrity_error(exc):
+            if not isinstance(exc, IntegrityError):  # store_batch raises SampleRefused, one
                 # Storage itself failed (locked past busy_timeout, disk full): fail the batch at
                 # once; nothing of it was acknowledged, and devices send it again.
                 log.error("telemetry batch of %d not stored: %s", len(batch), exc)
@@ -102,10 +101,6 @@ class TelemetryWriter:
             self.commit_seconds += time.perf_counter() - started
             for _ in batch:
                 self._queue.task_done()
-
-
-def _integrity_error(exc: BaseException) -> bool:
-    return isinstance(exc, sqlite3.IntegrityError | IntegrityError)
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
