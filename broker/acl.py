@@ -8,6 +8,14 @@ from handlers.envelope import Identity
 RESERVED_ROOTS = frozenset({"devices", "provisioning", "channels"})
 
 
+def owns_client_id(identity: Identity, client_id: str) -> bool:
+    """A device uses its username as client id, or its username, "-" and anything: no device can
+    hold (and lock out) a client id another device will use."""
+    if identity.kind != "device" or not identity.username:
+        return True
+    return client_id == identity.username or client_id.startswith(identity.username + "-")
+
+
 def own_prefix(identity: Identity, client_id: str) -> str | None:
     if identity.kind == "device":
         return f"devices/{identity.username}/"
@@ -37,12 +45,15 @@ def _broker_own(topic: str) -> bool:
 
 
 def may_publish(identity: Identity, client_id: str, topic: str) -> bool:
-    # The broker checks PUBLISH topics itself, but will topics only pass through here (amqtt
-    # 0.12.1 does not validate them): a will on "$SYS/..." or on a wildcard must not pass.
+    # Will topics pass through here too: a will on "$SYS/..." or on a wildcard must not pass.
     if not topic_name_valid(topic):
         return False
     prefix = own_prefix(identity, client_id)
     if prefix is not None:
+        # Presence is the broker's: only it writes devices/<username>/status (a device could
+        # otherwise leave a retained "online" behind it).
+        if identity.kind == "device" and topic == prefix + "status":
+            return False
         return topic.startswith(prefix) and len(topic) > len(prefix)
     if identity.kind == "anonymous":
         return not _reserved(topic)

@@ -8,16 +8,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrel import PubrelPacket
-
-from broker import metrics
+from broker import codec, metrics
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Any], Awaitable[None]]
+Send = Callable[[bytes], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -31,10 +27,14 @@ class Outgoing:
     sent: bool = False
     store_id: int | None = None  # row in the session store (persistent sessions, QoS 1/2)
 
+    @property
+    def size(self) -> int:
+        return len(self.topic) + len(self.payload)
+
 
 class Outbox:
-    """Replaces amqtt 0.12.1's per-delivery `mqtt_publish` tasks, which drop a QoS 1 message after a
-    fixed 5 s PUBACK wait (issue 391) and have no bound: here a message stays in flight until it is
+    """Unlike amqtt 0.12.1's per-delivery `mqtt_publish` tasks, which drop a QoS 1 message after a
+    fixed 5 s PUBACK wait (issue 391) and have no bound, a message stays in flight until it is
     acknowledged or the session ends, and the queue is bounded."""
 
     def __init__(
@@ -45,9 +45,12 @@ class Outbox:
         max_inflight: int,
         on_overflow: Callable[[Outbox], None],
         on_acked: Callable[[Outgoing], None],
+        max_queued_bytes: int = 1 << 62,
     ) -> None:
         self.client_id = client_id
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.bytes = 0  # queued and in flight
         self.max_inflight = max_inflight
         self.queue: deque[Outgoing] = deque()
         self.inflight: dict[int, Outgoing] = {}
@@ -66,8 +69,9 @@ class Outbox:
         return self._send is not None
 
     def put(self, msg: Outgoing) -> bool:
-        """Queue a message; False if it was refused because the queue is full."""
-        if len(self.queue) >= self.max_queued:
+        """Queue a message; False if it was refused because the queue is full (in messages or bytes)."""
+        over_bytes = self.queue and self.bytes + msg.size > self.max_queued_bytes
+        if len(self.queue) >= self.max_queued or over_bytes:
             if msg.qos == 0:
                 metrics.messages_dropped.inc()
                 return False
@@ -75,6 +79,7 @@ class Outbox:
             self._on_overflow(self)
             return False
         self.queue.append(msg)
+        self.bytes += msg.size
         self._wake.set()
         return True
 
@@ -94,6 +99,7 @@ class Outbox:
     def discard_qos0(self) -> None:
         """An offline session keeps only QoS 1/2 messages [MQTT-3.1.2-5]."""
         self.queue = deque(m for m in self.queue if m.qos > 0)
+        self.bytes = sum(m.size for m in self.queue) + sum(m.size for m in self.inflight.values())
 
     def _packet_id(self) -> int:
         for _ in range(65535):
@@ -112,7 +118,9 @@ class Outbox:
             while True:
                 while self.queue and len(self.inflight) < self.max_inflight:
                     msg = self.queue.popleft()
-                    if msg.qos > 0:
+                    if msg.qos == 0:
+                        self.bytes -= msg.size
+                    else:
                         msg.packet_id = self._packet_id()
                         self.inflight[msg.packet_id] = msg
                     await self._transmit(send, msg, dup=False)
@@ -126,9 +134,9 @@ class Outbox:
 
     async def _transmit(self, send: Send, msg: Outgoing, *, dup: bool) -> None:
         if msg.released and msg.packet_id is not None:
-            await send(PubrelPacket.build(msg.packet_id))
+            await send(codec.ack(codec.PUBREL, msg.packet_id))
             return
-        await send(PublishPacket.build(msg.topic, msg.payload, msg.packet_id, dup and msg.sent, msg.qos, msg.retain))
+        await send(codec.publish(msg.topic, msg.payload, msg.qos, msg.retain, msg.packet_id, dup and msg.sent))
         msg.sent = True
         metrics.messages_out.inc()
 
@@ -140,12 +148,13 @@ class Outbox:
         self._acked(msg)
         return True
 
-    def on_pubrec(self, packet_id: int) -> PubrelPacket | None:
+    def on_pubrec(self, packet_id: int) -> bool:
+        """True: answer with PUBREL (the message is released, waiting for PUBCOMP)."""
         msg = self.inflight.get(packet_id)
         if msg is None or msg.qos != 2:
-            return None
+            return False
         msg.released = True
-        return PubrelPacket.build(packet_id)
+        return True
 
     def on_pubcomp(self, packet_id: int) -> bool:
         msg = self.inflight.get(packet_id)
@@ -156,5 +165,6 @@ class Outbox:
         return True
 
     def _acked(self, msg: Outgoing) -> None:
+        self.bytes -= msg.size
         self._on_acked(msg)
         self._wake.set()

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from broker import acl, metrics
 from broker.delivery import Outbox, Outgoing
+from broker.session import Session
 from broker.sessions import SessionStore
 from broker.topics import RetainedIndex, SubscriptionIndex
-from handlers.envelope import Identity
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +25,36 @@ class Retained:
     qos: int
 
 
-@dataclass(slots=True)
-class Subscriber:
-    """What fan-out needs to know of a session."""
-
-    client_id: str
-    identity: Identity | None
-    persistent: bool
-    connected: bool
-
-
 class Fanout:
     def __init__(
-        self, store: SessionStore, *, max_queued: int, max_inflight: int, on_overflow: Callable[[str], None]
+        self,
+        store: SessionStore,
+        *,
+        max_queued: int,
+        max_inflight: int,
+        on_overflow: Callable[[str], None],
+        max_queued_bytes: int = 1 << 62,
+        max_retained_per_device: int = 1 << 62,
+        max_retained_bytes_per_device: int = 1 << 62,
     ) -> None:
         self.subs = SubscriptionIndex()
         self.retained: dict[str, Retained] = {}
         self._retained_index = RetainedIndex()
         self.outboxes: dict[str, Outbox] = {}
-        self.subscribers: dict[str, Subscriber] = {}
+        self.subscribers: dict[str, Session] = {}
         self.store = store
         self.max_queued = max_queued
         self.max_inflight = max_inflight
+        self.max_queued_bytes = max_queued_bytes
+        self.max_retained_per_device = max_retained_per_device
+        self.max_retained_bytes_per_device = max_retained_bytes_per_device
+        self._device_retained: dict[str, list[int]] = {}  # username -> [count, bytes] under devices/<username>/
+        self.retained_bytes = 0
         self._on_overflow = on_overflow
         metrics.queued.set_function(lambda: sum(len(o) for o in self.outboxes.values()))
+        metrics.queued_bytes.set_function(lambda: sum(o.bytes for o in self.outboxes.values()))
+        metrics.retained.set_function(lambda: len(self.retained))
+        metrics.retained_bytes.set_function(lambda: self.retained_bytes)
         metrics.sessions.set_function(lambda: len(self.subscribers))
 
     # --- sessions -----------------------------------------------------------------------------
@@ -60,12 +66,13 @@ class Fanout:
                 client_id,
                 max_queued=self.max_queued,
                 max_inflight=self.max_inflight,
+                max_queued_bytes=self.max_queued_bytes,
                 on_overflow=lambda b: self._on_overflow(b.client_id),
                 on_acked=self.store.acked,
             )
         return box
 
-    def register(self, sub: Subscriber) -> None:
+    def register(self, sub: Session) -> None:
         self.subscribers[sub.client_id] = sub
 
     def forget(self, client_id: str, *, purge: bool = False) -> None:
@@ -82,17 +89,19 @@ class Fanout:
     def clear_retained(self, prefix: str) -> None:
         for topic in [t for t in self.retained if t.startswith(prefix)]:
             self.retain(topic, b"", 0)
+        if prefix.startswith("devices/"):
+            self._device_retained.pop(prefix.split("/")[1], None)
 
     def disconnected(self, client_id: str) -> None:
+        """The session's connection ended: a clean session ends with it, a persistent one keeps
+        its QoS 1/2 messages [MQTT-3.1.2-5]."""
         sub = self.subscribers.get(client_id)
         box = self.outboxes.get(client_id)
         if box is not None:
             box.detach()
         if sub is None or not sub.persistent:
             self.forget(client_id)
-            return
-        sub.connected = False
-        if box is not None:
+        elif box is not None:
             box.discard_qos0()
 
     # --- subscriptions ------------------------------------------------------------------------
@@ -131,22 +140,57 @@ class Fanout:
                 delivered += 1
         return delivered
 
-    def _queue(self, sub: Subscriber, msg: Outgoing) -> bool:
+    def _queue(self, sub: Session, msg: Outgoing) -> bool:
         if not self.outbox(sub.client_id).put(msg):
             return False
         if sub.persistent and msg.qos > 0:
             self.store.enqueue(sub.client_id, msg)
         return True
 
-    def retain(self, topic: str, payload: bytes, qos: int) -> None:
-        """Store (or, with an empty payload, clear [MQTT-3.3.1-10]) the topic's retained message."""
+    def retain(self, topic: str, payload: bytes, qos: int, *, bounded: bool = False) -> bool:
+        """Store (or, with an empty payload, clear [MQTT-3.3.1-10]) the topic's retained message.
+
+        `bounded` (a client's publish or will): refused past the device's bound in count or bytes
+        under `devices/<username>/`, so one device cannot fill the broker's memory; never kept under
+        `provisioning/` (anyone may connect as `provision`)."""
+        if bounded and payload and topic.startswith("provisioning/"):
+            metrics.retained_refused.inc()
+            return False
+        old = self.retained.get(topic)
+        old_size = len(topic) + len(old.payload) if old is not None else 0
+        new_size = len(topic) + len(payload) if payload else 0
+        usage = self._usage(topic)
+        if bounded and usage is not None and payload:
+            count = usage[0] + (0 if old is not None else 1)
+            size = usage[1] - old_size + new_size
+            if count > self.max_retained_per_device or size > self.max_retained_bytes_per_device:
+                metrics.retained_refused.inc()
+                log.warning("retained message on %s not kept: the device is at its retained bound", topic)
+                return False
+        if old is not None:
+            self._account(usage, -1, -old_size)
         if not payload:
             if self.retained.pop(topic, None) is not None:
                 self._retained_index.remove(topic)
-            return
-        if topic not in self.retained:
+            return True
+        if old is None:
             self._retained_index.add(topic)
         self.retained[topic] = Retained(payload, qos)
+        self._account(usage, 1, new_size)
+        return True
+
+    def _usage(self, topic: str) -> list[int] | None:
+        root, _, rest = topic.partition("/")
+        if root != "devices" or not rest:
+            return None
+        username = rest.split("/", 1)[0]
+        return self._device_retained.setdefault(username, [0, 0])
+
+    def _account(self, usage: list[int] | None, count: int, size: int) -> None:
+        self.retained_bytes += size
+        if usage is not None:
+            usage[0] += count
+            usage[1] += size
 
     def send_retained(self, client_id: str, topic_filter: str, qos: int) -> None:
         """On SUBSCRIBE: the retained messages the filter matches and the subscriber may read."""

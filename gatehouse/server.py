@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.server import GatehouseBroker
+from broker.server import Broker, Limits, Listener
+from broker.transport import tls_context
 from gatehouse import certs
 from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
@@ -35,26 +36,16 @@ def jwt_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def broker_config(settings: Settings, tls: certs.TlsFiles) -> dict[str, Any]:
+def broker_config(settings: Settings, tls: certs.TlsFiles) -> list[Listener]:
     b = settings.broker
-    # amqtt: every listener inherits unset fields from the one named "default", so "default" is
-    # the plain TCP listener (or unbound when MQTT/TCP is off).
-    listeners: dict[str, Any] = {
-        "default": {"type": "tcp", "bind": f"{b.host}:{b.mqtt_port}" if b.mqtt_port else None},
-    }
+    listeners = []
+    if b.mqtt_port:
+        listeners.append(Listener("tcp", b.host, b.mqtt_port))
     if b.mqtts_port:
-        listeners["tls"] = {
-            "type": "tcp",
-            "bind": f"{b.host}:{b.mqtts_port}",
-            "ssl": True,
-            "certfile": str(tls.certfile),
-            "keyfile": str(tls.keyfile),
-        }
+        listeners.append(Listener("tcp", b.host, b.mqtts_port, tls_context(str(tls.certfile), str(tls.keyfile))))
     if b.ws_port:
-        listeners["ws"] = {"type": "ws", "bind": f"{b.host}:{b.ws_port}"}
-    # No plugins: authentication and the ACL are methods of GatehouseBroker; amqtt's default set
-    # (loggers, $SYS) would cost about a third of throughput.
-    return {"listeners": listeners, "plugins": {}, "session_expiry_interval": b.session_expiry_seconds}
+        listeners.append(Listener("ws", b.host, b.ws_port))
+    return listeners
 
 
 class Gatehouse:
@@ -64,7 +55,7 @@ class Gatehouse:
         self.settings = settings
         self.db: Any = None
         self.writer: TelemetryWriter | None = None
-        self.broker: GatehouseBroker | None = None
+        self.broker: Broker | None = None
         self.runner: web.AppRunner | None = None
         self.tls: certs.TlsFiles | None = None
 
@@ -97,17 +88,20 @@ class Gatehouse:
                 "!!! broker.allow_anonymous is ON: anyone can connect without credentials. "
                 "Use it for development and conformance tests only. !!!"
             )
-        self.broker = GatehouseBroker(
-            broker_config(s, self.tls),
-            ctx,
-            allow_anonymous=s.broker.allow_anonymous,
-            keepalive_grace=s.broker.keepalive_grace_seconds,
+        limits = Limits(
             max_packet_size=s.broker.max_packet_size,
             max_queued=s.broker.max_queued_messages,
             max_inflight=s.broker.max_inflight_messages,
             max_inbound=s.broker.max_inbound_messages,
             connect_timeout=s.broker.connect_timeout_seconds,
+            keepalive_grace=s.broker.keepalive_grace_seconds,
+            session_expiry=s.broker.session_expiry_seconds,
+            max_queued_bytes=s.broker.max_queued_bytes,
+            max_connections_per_identity=s.broker.max_connections_per_identity,
+            max_retained_per_device=s.broker.max_retained_per_device,
+            max_retained_bytes_per_device=s.broker.max_retained_bytes_per_device,
         )
+        self.broker = Broker(ctx, broker_config(s, self.tls), limits, allow_anonymous=s.broker.allow_anonymous)
         ctx.effector = self.broker
         await self.broker.start()
         self.runner = web.AppRunner(build_app(ctx, self.health), access_log=None, handle_signals=False)
@@ -120,7 +114,7 @@ class Gatehouse:
             await web.TCPSite(self.runner, s.http.host, s.http.https_port, ssl_context=context).start()
 
     async def health(self) -> dict[str, Any]:
-        broker_ok = self.broker is not None and self.broker.transitions.state == "started"
+        broker_ok = self.broker is not None and self.broker.running
         try:
             db_ok = await ping()
         except Exception as exc:

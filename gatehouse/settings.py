@@ -43,6 +43,10 @@ class BrokerSettings(_Section):
     max_inbound_messages: int = Field(100, ge=1)
     session_expiry_seconds: int = Field(7 * 86400, ge=1)
     connect_timeout_seconds: float = Field(10, gt=0)
+    max_queued_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_connections_per_identity: int = Field(10, ge=1)
+    max_retained_per_device: int = Field(100, ge=0)
+    max_retained_bytes_per_device: int = Field(1024 * 1024, ge=0)
 
 
 class DatabaseSettings(_Section):

@@ -6,30 +6,39 @@ import asyncio
 from typing import Any
 
 import pytest
-from amqtt.mqtt.publish import PublishPacket
-from amqtt.mqtt.pubrel import PubrelPacket
 from prometheus_client import REGISTRY
 
+from broker import codec
 from broker.delivery import Outbox, Outgoing
+from tests.raw import PUBLISH, Packet, parse_publish
 
 
 class Wire:
-    """A fake connection: what the outbox sent, in order."""
+    """A fake connection: what the outbox sent, in order (each write is one whole packet)."""
 
     def __init__(self) -> None:
-        self.packets: list[Any] = []
+        self.packets: list[Packet] = []
 
-    async def send(self, packet: Any) -> None:
-        self.packets.append(packet)
+    async def send(self, data: bytes) -> None:
+        kind, flags, body = await codec.read_frame(_Bytes(data), 1 << 20) or (0, 0, b"")
+        self.packets.append(Packet(kind, flags, body))
 
     @property
     def publishes(self) -> list[tuple[str, bytes, int, int | None, bool]]:
         """(topic, payload, qos, packet id, dup) of each PUBLISH sent."""
         return [
-            (p.topic_name, p.data, p.qos, p.packet_id if p.qos else None, p.dup_flag)
-            for p in self.packets
-            if isinstance(p, PublishPacket)
+            (p.topic, p.payload, p.qos, p.packet_id, p.dup)
+            for p in map(parse_publish, (p for p in self.packets if p.kind == PUBLISH))
         ]
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def readexactly(self, n: int) -> bytes:
+        chunk, self.data = self.data[:n], self.data[n:]
+        return chunk
 
 
 class Box:
@@ -172,12 +181,10 @@ async def test_qos2_pubrec_then_pubcomp(cleanup: Any) -> None:
 
     assert not box.on_puback(1)  # a PUBACK does not complete a QoS 2 message
     assert box.on_pubcomp(7) is False
-    assert box.on_pubrec(7) is None
+    assert not box.on_pubrec(7)
     assert list(box.inflight) == [1]
 
-    pubrel = box.on_pubrec(1)
-    assert isinstance(pubrel, PubrelPacket)
-    assert pubrel.packet_id == 1
+    assert box.on_pubrec(1)  # answer with PUBREL
     assert two.released
     assert b.acked == []
     await settle()
@@ -198,7 +205,7 @@ async def test_qos1_ack_packets_do_not_complete_other_qos(cleanup: Any) -> None:
     box.attach(wire.send)
     box.put(msg(1, qos=1))
     await settle()
-    assert box.on_pubrec(1) is None
+    assert not box.on_pubrec(1)
     assert not box.on_pubcomp(1)
     assert list(box.inflight) == [1]
     assert box.on_puback(1)
@@ -216,7 +223,7 @@ async def test_reattach_resends_in_flight_with_dup_then_the_queue(cleanup: Any) 
     await settle()
     assert [p[3] for p in first.publishes] == [1, 2, 3]
     assert box.on_puback(3)
-    assert box.on_pubrec(2) is not None  # QoS 2 message released: PUBREL is what is owed now
+    assert box.on_pubrec(2)  # QoS 2 message released: PUBREL is what is owed now
     box.detach()
     assert not box.connected
 
@@ -229,10 +236,10 @@ async def test_reattach_resends_in_flight_with_dup_then_the_queue(cleanup: Any) 
     box.attach(second.send)
     assert box.connected
     await settle()
-    kinds = [type(p).__name__ for p in second.packets]
-    assert kinds == ["PublishPacket", "PubrelPacket", "PublishPacket", "PublishPacket"]
+    kinds = [p.kind for p in second.packets]
+    assert kinds == [codec.PUBLISH, codec.PUBREL, codec.PUBLISH, codec.PUBLISH]
     assert second.publishes[0] == ("t/1", b"m1", 1, 1, True)  # same packet id, DUP set
-    assert second.packets[1].packet_id == 2
+    assert second.packets[1].body == (2).to_bytes(2, "big")
     topic, _, qos, pid, dup = second.publishes[1]
     assert (topic, qos, dup) == ("t/4", 1, False)
     assert pid not in (1, 2)
