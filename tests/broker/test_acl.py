@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.acl import may_publish, may_receive, may_subscribe, own_prefix, topic_name_valid
+from broker.acl import may_publish, may_receive, may_subscribe, own_prefix, owns_client_id, topic_name_valid
 from handlers.envelope import Identity
 
 DEVICE = Identity("device", "dev1", 1, "owner")
@@ -27,7 +27,7 @@ def test_own_prefix() -> None:
     ("topic", "allowed"),
     [
         ("devices/dev1/telemetry", True),
-        ("devices/dev1/status", True),
+        ("devices/dev1/status", False),  # presence is the broker's alone
         ("devices/dev1/commands/res/42", True),
         ("devices/dev2/telemetry", False),
         ("devices/dev10/telemetry", False),  # a longer username sharing the prefix
@@ -221,3 +221,12 @@ def test_users_and_unknown_kinds_get_nothing_yet() -> None:
         assert not may_subscribe(identity, "c", "#")
         assert not may_receive(identity, "c", "devices/dev1/status")
         assert not may_receive(identity, "c", "test/x")
+
+
+@pytest.mark.parametrize(
+    ("client_id", "owned"),
+    [("dev1", True), ("dev1-a", True), ("dev1-", True), ("dev10", False), ("x-dev1", False), ("", False)],
+)
+def test_a_device_owns_its_username_and_its_username_dash_anything(client_id: str, owned: bool) -> None:
+    assert owns_client_id(DEVICE, client_id) is owned
+    assert owns_client_id(Identity("anonymous"), client_id)
