@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 class Retained:
     payload: bytes
     qos: int
+    bounded: bool = False  # a client's: counts towards its device's retained bound
 
 
 class Fanout:
@@ -160,23 +161,28 @@ class Fanout:
         old_size = len(topic) + len(old.payload) if old is not None else 0
         new_size = len(topic) + len(payload) if payload else 0
         usage = self._usage(topic)
+        was_bounded = old is not None and old.bounded
         if bounded and usage is not None and payload:
-            count = usage[0] + (0 if old is not None else 1)
-            size = usage[1] - old_size + new_size
+            count = usage[0] + (0 if was_bounded else 1)
+            size = usage[1] - (old_size if was_bounded else 0) + new_size
             if count > self.max_retained_per_device or size > self.max_retained_bytes_per_device:
                 metrics.retained_refused.inc()
                 log.warning("retained message on %s not kept: the device is at its retained bound", topic)
                 return False
         if old is not None:
-            self._account(usage, -1, -old_size)
+            self.retained_bytes -= old_size
+            if was_bounded:
+                self._account(usage, -1, -old_size)
         if not payload:
             if self.retained.pop(topic, None) is not None:
                 self._retained_index.remove(topic)
             return True
         if old is None:
             self._retained_index.add(topic)
-        self.retained[topic] = Retained(payload, qos)
-        self._account(usage, 1, new_size)
+        self.retained[topic] = Retained(payload, qos, bounded and usage is not None)
+        self.retained_bytes += new_size
+        if bounded:
+            self._account(usage, 1, new_size)
         return True
 
     def _usage(self, topic: str) -> list[int] | None:
@@ -186,8 +192,8 @@ class Fanout:
         username = rest.split("/", 1)[0]
         return self._device_retained.setdefault(username, [0, 0])
 
-    def _account(self, usage: list[int] | None, count: int, size: int) -> None:
-        self.retained_bytes += size
+    @staticmethod
+    def _account(usage: list[int] | None, count: int, size: int) -> None:
         if usage is not None:
             usage[0] += count
             usage[1] += size

@@ -149,7 +149,7 @@ class MqttBoard:
         await self.client.connect(
             self.args.mqtt_host,
             self.args.mqtt_port,
-            client_id=f"esp32-{self.board.username}",
+            client_id=f"{self.board.username}-esp32",
             username=self.board.username,
             password=self.board.api_key,
             keepalive=KEEPALIVE_S,

@@ -28,9 +28,14 @@ class Message:
 
 class Client:
     def __init__(self, client_id: str | None = None, *, clean_session: bool = True) -> None:
-        self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
+        self._chosen_id = client_id is not None
+        self._clean_session = clean_session
+        self._make_paho(client_id or f"t-{uuid.uuid4().hex[:10]}")
+
+    def _make_paho(self, client_id: str) -> None:
+        self.client_id = client_id
         self.paho = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv311, clean_session=clean_session
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=self._clean_session
         )
         self.messages: queue.Queue[Message] = queue.Queue()
         self._connack: queue.Queue[int] = queue.Queue()
@@ -38,6 +43,9 @@ class Client:
         self._unsuback: dict[int, queue.Queue[None]] = {}
         self._gone = False
         self.disconnected = threading.Event()
+        self._callbacks()
+
+    def _callbacks(self) -> None:
         self.paho.on_connect = self._on_connect
         self.paho.on_message = self._on_message
         self.paho.on_subscribe = self._on_subscribe
@@ -71,6 +79,9 @@ class Client:
         timeout: float = 10,
     ) -> int:
         """Connect and return the CONNACK return code (0 accepted, 5 not authorized, ...)."""
+        if username and not self._chosen_id and username != "provision":
+            # A device's client id is its username or starts with "<username>-" (docs/broker.md).
+            self._make_paho(f"{username}-{uuid.uuid4().hex[:10]}")
         if username is not None:
             self.paho.username_pw_set(username, password)
         if ca is not None:

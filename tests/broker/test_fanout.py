@@ -84,7 +84,7 @@ async def test_retained_bounded_per_device_in_count_and_bytes_and_cleared_with_i
     assert not f.retain("devices/esp32-aa/c", b"3", 1, bounded=True)  # a third topic
     assert f.retain("devices/esp32-aa/a", b"replaced", 1, bounded=True)  # replacing is not adding
     assert not f.retain("devices/esp32-aa/b", b"x" * 1000, 1, bounded=True)  # bytes
-    assert f.retain("devices/esp32-aa/status", b"online", 1)  # the broker's own: not bounded
+    assert f.retain("devices/esp32-aa/status", b"online", 1)  # the broker's own: not counted
     assert f.retain("devices/esp32-aa/a", b"", 1, bounded=True)  # clearing always works
     assert f.retain("devices/esp32-bb/a", b"1", 1, bounded=True)  # another device's own bound
     assert sorted(f.retained) == ["devices/esp32-aa/b", "devices/esp32-aa/status", "devices/esp32-bb/a"]

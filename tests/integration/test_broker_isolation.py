@@ -101,7 +101,8 @@ async def test_client_id_of_a_persistent_session_is_bound_to_its_identity(
     port = server.mqtt_port
     dev_a, key_a = await alice.claimed_device()
     dev_b, key_b = await bob.claimed_device()
-    a_name, x = dev_a["username"], new_id("dev")
+    a_name = dev_a["username"]
+    x = new_id(a_name)  # a device's client ids start with its username (docs/broker.md)
 
     first = raws()
     assert await first.connect(port, x, clean=False, username=a_name, password=key_a) == (0, 0)
@@ -111,10 +112,13 @@ async def test_client_id_of_a_persistent_session_is_bound_to_its_identity(
 
     # (a) a provisioning client may not take the id over (and read the queued command).
     assert await refused_and_closed(raws(), port, x, clean=True, username="provision", password="any") == []
-    # (b) nor may another owner's device, with its own valid credentials, clean or persistent.
+    # (b) nor may another owner's device, with its own valid credentials, clean or persistent: the
+    # id is not one of its own (return code 2, identifier rejected).
     for clean in (True, False):
-        got = await refused_and_closed(raws(), port, x, clean=clean, username=dev_b["username"], password=key_b)
-        assert got == [], clean
+        intruder = raws()
+        assert await intruder.connect(port, x, clean=clean, username=dev_b["username"], password=key_b) == (0, 2)
+        assert await intruder.closed_by_server(3), "a refused CONNECT left its connection open"
+        assert list(intruder.backlog) == [], clean
 
     # (c) the session is intact: A resumes it and gets the command queued while it was away.
     back = raws()
@@ -188,7 +192,9 @@ async def test_claim_reply_goes_to_the_claiming_connection_and_is_not_retained(
 
     # The new key works.
     dev = raws()
-    assert await dev.connect(port, new_id(), username=device["username"], password=body["api_key"]) == (0, 0)
+    assert await dev.connect(
+        port, new_id(device["username"]), username=device["username"], password=body["api_key"]
+    ) == (0, 0)
     await dev.disconnect()
 
 
@@ -198,7 +204,8 @@ async def test_claim_reply_goes_to_the_claiming_connection_and_is_not_retained(
 async def test_deleted_device_leaves_no_session_or_retained_messages(
     server: Server, alice: Api, bob: Api, raws: Callable[[], RawSession]
 ) -> None:
-    port, username, cid = server.mqtt_port, new_id("dev"), new_id("cid")
+    port, username = server.mqtt_port, new_id("dev")
+    cid = f"{username}-{uuid.uuid4().hex[:8]}"
 
     device = await alice.new_device("old", username=username)
     status, claimed = await alice.claim(await alice.provision(device["id"]))
@@ -296,7 +303,7 @@ async def test_qos2_publish_resent_with_dup_before_pubrel_is_stored_once(
     device, key = await tight_alice.claimed_device()
     me = device["username"]
     raw = raws()
-    assert await raw.connect(tight_server.mqtt_port, new_id(), username=me, password=key) == (0, 0)
+    assert await raw.connect(tight_server.mqtt_port, new_id(me), username=me, password=key) == (0, 0)
     sample = {"once": uuid.uuid4().hex}
     payload = json.dumps(sample).encode()
     topic = f"devices/{me}/telemetry"

@@ -206,7 +206,7 @@ async def test_refused_connect_with_a_taken_client_id_does_not_disturb_the_owner
     # its session and dropped it. Anyone knowing a client id could silence or drop that client.
     device, key = await alice.claimed_device()
     me = device["username"]
-    owner = clients(f"owner-{uuid.uuid4().hex[:8]}", clean_session=owner_clean)
+    owner = clients(f"{me}-owner-{uuid.uuid4().hex[:8]}", clean_session=owner_clean)
     assert await owner.connect(server.mqtt_port, me, key) == 0
     assert await owner.subscribe(f"devices/{me}/commands/req/+") == 1
     intruder = clients(owner.client_id, clean_session=clean)
@@ -224,7 +224,7 @@ async def test_accepted_connect_with_a_taken_client_id_takes_over(
     # left it connected (detached from its session, receiving nothing) on a clean-session CONNECT.
     device, key = await alice.claimed_device()
     me = device["username"]
-    first = clients(f"dev-{uuid.uuid4().hex[:8]}")
+    first = clients(f"{me}-{uuid.uuid4().hex[:8]}")
     assert await first.connect(server.mqtt_port, me, key) == 0
     assert await first.subscribe(f"devices/{me}/commands/req/+") == 1
     second = clients(first.client_id)
@@ -513,7 +513,7 @@ async def test_keepalive_enforced_device_will_and_offline(
     try:
         rc = await raw.connect(
             server.mqtt_port,
-            f"silent-{uuid.uuid4().hex[:8]}",
+            f"{me}-silent-{uuid.uuid4().hex[:8]}",
             keepalive=2,
             username=me,
             password=key,
@@ -588,7 +588,9 @@ async def test_illegal_publish_topic_closes_only_that_connection(
     raw = RawClient()
     try:
         assert (
-            await raw.connect(server.mqtt_port, f"raw-{uuid.uuid4().hex[:8]}", keepalive=30, username=me, password=key)
+            await raw.connect(
+                server.mqtt_port, f"{me}-raw-{uuid.uuid4().hex[:8]}", keepalive=30, username=me, password=key
+            )
             == 0
         )
         await raw.publish(bad_topic.format(me=me), b'{"v": 1}', qos=qos)
