@@ -25,7 +25,7 @@ async def _publish_until(server: Server, stop: signal.Signals, tmp_path: Path) -
         api = Api(http, server.url)
         await api.login("alice@example.com")
         device, key = await api.claimed_device()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="durable-1", protocol=paho.MQTTv311)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{device['username']}-durable", protocol=paho.MQTTv311)
     client.username_pw_set(device["username"], key)
     client.max_inflight_messages_set(200)
     client.max_queued_messages_set(0)

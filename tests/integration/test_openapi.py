@@ -219,8 +219,8 @@ async def answering_device(api: Api, server: Server, clients: Callable[..., Clie
         req_id = msg.topic.rsplit("/", 1)[1]
         paho_client.publish(f"devices/{username}/commands/res/{req_id}", b'{"status":"ok"}', qos=1)
 
-    client.paho.on_message = answer
     assert await client.connect(server.mqtt_port, username, api_key) == 0
+    client.paho.on_message = answer  # after connect, which makes the paho client for this username
     assert await client.subscribe(f"devices/{username}/commands/req/+") == 1
     return device, api_key
 
