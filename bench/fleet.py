@@ -67,6 +67,7 @@ SCENARIOS = ("fleet", "fleet10k", "commands", "baseline")
 CLIENTS_PER_SOURCE_ADDR = 20_000
 CONNECT_ATTEMPTS = 3
 CONNECT_TIMEOUT_S = 20.0
+IDLE_SETTLE_S = 2.0  # quiet seconds before each RSS reading of the idle-connection figure
 # The server's access tokens last 15 minutes by default; a long fleet10k setup could outlive one.
 SERVER_ENV = {"GATEHOUSE_AUTH__ACCESS_TOKEN_MINUTES": "240"}
 ANSWER = b'{"status":"ok"}'
@@ -334,9 +335,20 @@ class GatehouseFleet:
             "REST setup",
         )
         v["setup_s"] = round(time.perf_counter() - t0, 1)
+        before = await self._settled_rss()
 
         run.phase = "connect"
         await self._connect_all()
+        # Memory per idle connection: the server's RSS with every device connected and subscribed,
+        # nothing else happening, against its RSS just before the first CONNECT.
+        after = await self._settled_rss()
+        v["rss_before_connect_mb"], v["rss_connected_mb"] = round(before / 2**20, 1), round(after / 2**20, 1)
+        v["idle_bytes_per_conn"] = round((after - before) / max(len(self.clients), 1))
+
+    async def _settled_rss(self) -> int:
+        await asyncio.sleep(IDLE_SETTLE_S)
+        assert self.server.proc is not None
+        return psutil.Process(self.server.proc.pid).memory_info().rss
 
     async def _connect_all(self) -> None:
         run, v, args = self.run, self.run.values, self.args
@@ -360,7 +372,7 @@ class GatehouseFleet:
                         await client.connect(
                             "127.0.0.1",
                             port,
-                            client_id=f"bench-{dev.username}",
+                            client_id=f"{dev.username}-bench",  # a device's client ids start with its username
                             username=dev.username,
                             password=dev.api_key,
                             timeout=CONNECT_TIMEOUT_S,

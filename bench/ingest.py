@@ -253,7 +253,7 @@ async def run_ingest(
         for lo in range(0, devices, CONNECT_BATCH):
             await asyncio.gather(
                 *(
-                    c.connect("127.0.0.1", server.ports["mqtt"], client_id=f"bench-{u}", username=u, password=k)
+                    c.connect("127.0.0.1", server.ports["mqtt"], client_id=f"{u}-bench", username=u, password=k)
                     for c, (u, k) in zip(clients[lo : lo + CONNECT_BATCH], creds[lo : lo + CONNECT_BATCH], strict=True)
                 )
             )

@@ -42,8 +42,18 @@ class SessionRegistry:
             self._arm_expiry(session)
 
     def held_by_another(self, client_id: str, identity: Identity) -> bool:
+        """Whether the client id's session belongs to another identity that keeps it.
+
+        Devices `foo` and `foo-bar` both own client id `foo-bar-1` (admission checked each); the
+        longer username is the more specific owner and takes it over, so `foo` cannot hold (and
+        lock out) a client id of `foo-bar`'s; the reverse is refused."""
         existing = self.sessions.get(client_id)
-        return existing is not None and existing.identity is not None and existing.identity != identity
+        if existing is None or existing.identity is None or existing.identity == identity:
+            return False
+        holder = existing.identity
+        if identity.kind == holder.kind == "device" and identity.username and holder.username:
+            return len(identity.username) <= len(holder.username)
+        return True
 
     def open(
         self, connection: Connection, client_id: str, identity: Identity, *, clean: bool
@@ -54,8 +64,9 @@ class SessionRegistry:
         displaced = existing.connection if existing is not None else None
         if existing is not None:
             existing.connection = None  # whatever the displaced connection does next, it is not this session's
-            if clean or not existing.persistent:
-                # A clean session's state ends with it [MQTT-3.1.2-6]: nothing of it is resumed.
+            if clean or not existing.persistent or existing.identity != identity:
+                # A clean session's state ends with it [MQTT-3.1.2-6]: nothing of it is resumed;
+                # nor is anything of a session another identity held.
                 self.forget(client_id)
                 existing = None
         if existing is None:

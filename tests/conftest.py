@@ -86,8 +86,8 @@ async def clients() -> AsyncIterator[Callable[..., Client]]:
     """Make paho clients that are closed at the end of the test, whatever happened."""
     made: list[Client] = []
 
-    def make(client_id: str | None = None, *, clean_session: bool = True) -> Client:
-        made.append(Client(client_id, clean_session=clean_session))
+    def make(client_id: str | None = None, *, clean_session: bool = True, transport: str = "tcp") -> Client:
+        made.append(Client(client_id, clean_session=clean_session, transport=transport))
         return made[-1]
 
     yield make

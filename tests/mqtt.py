@@ -27,15 +27,22 @@ class Message:
 
 
 class Client:
-    def __init__(self, client_id: str | None = None, *, clean_session: bool = True) -> None:
+    def __init__(
+        self, client_id: str | None = None, *, clean_session: bool = True, transport: str = "tcp"
+    ) -> None:
         self._chosen_id = client_id is not None
         self._clean_session = clean_session
+        self._transport = transport  # "tcp" or "websockets"
         self._make_paho(client_id or f"t-{uuid.uuid4().hex[:10]}")
 
     def _make_paho(self, client_id: str) -> None:
         self.client_id = client_id
         self.paho = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311, clean_session=self._clean_session
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=self._clean_session,
+            transport=self._transport,
         )
         self.messages: queue.Queue[Message] = queue.Queue()
         self._connack: queue.Queue[int] = queue.Queue()
@@ -162,6 +169,14 @@ class Client:
         handled the DISCONNECT (MQTT 3.1.1 §3.14.4). paho closes its socket right after writing
         DISCONNECT, so the DISCONNECT is written here, after a barrier flushed what paho had queued."""
         assert await self.barrier(timeout), f"{self.client_id}: no UNSUBACK within {timeout}s"
+        if self._transport == "websockets":
+            # paho's WebSocket wrapper has no raw socket to write the DISCONNECT frame on: paho
+            # sends it and closes; the caller watches for its effect (e.g. presence going offline).
+            self._gone = True
+            self.paho.disconnect()
+            self.paho.loop_stop()
+            self.disconnected.set()
+            return
         self.paho.loop_stop()
         sock = self.paho.socket()
         assert sock is not None, f"{self.client_id}: not connected"

@@ -80,6 +80,21 @@ async def test_a_client_id_belongs_to_the_identity_holding_its_session() -> None
     assert reg.held_by_another("shared", B)  # offline, it is still A's
 
 
+async def test_the_more_specific_device_takes_a_client_id_both_own() -> None:
+    # Device "esp32-aa" may use "esp32-aa-relay", so may device "esp32-aa-relay": the longer
+    # username wins, and nothing of the squatter's session is handed over.
+    reg, squat = registry(), Conn()
+    short, long = Identity("device", "esp32-aa", 1), Identity("device", "esp32-aa-relay", 2)
+    session, _, _ = opened(reg, squat, "esp32-aa-relay", short, clean=False)
+    reg.fanout.subscribe("esp32-aa-relay", "devices/esp32-aa/#", 1)
+    reg.closed(session, squat)
+    assert not reg.held_by_another("esp32-aa-relay", long)
+    mine, present, displaced = opened(reg, Conn(), "esp32-aa-relay", long, clean=False)
+    assert mine is not session and (present, displaced, mine.identity) == (False, None, long)
+    assert reg.fanout.subs.filters_of("esp32-aa-relay") == {}
+    assert reg.held_by_another("esp32-aa-relay", short)  # and the squatter cannot take it back
+
+
 async def test_an_offline_persistent_session_expires() -> None:
     reg, conn = registry(expiry=0), Conn()
     session, _, _ = opened(reg, conn, "esp32-aa", A, clean=False)

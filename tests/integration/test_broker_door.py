@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.integration.test_broker_limits import metric
+from tests.mqtt import Client
 from tests.raw import (
     PINGRESP,
     PUBACK,
@@ -29,7 +30,7 @@ from tests.raw import (
 )
 from tests.support import Api, Server, eventually, make_server
 
-IDENTIFIER_REJECTED, SERVER_UNAVAILABLE = 2, 3
+IDENTIFIER_REJECTED, SERVER_UNAVAILABLE, NOT_AUTHORIZED = 2, 3, 5
 
 
 @pytest.fixture(scope="module")
@@ -292,6 +293,42 @@ async def test_no_device_can_squat_another_devices_client_id(
     await owner.disconnect()
 
 
+async def test_a_username_prefix_cannot_squat_the_longer_devices_client_ids(
+    server: Server, alice: Api, bob: Api, raws: Callable[[], RawSession]
+) -> None:
+    # Usernames may contain "-": device <a> owns "<a>-relay" as much as device "<a>-relay" does.
+    # The more specific owner (the longer username) takes the client id over; the squatter's
+    # connection is closed, nothing of its session is handed over, and it cannot take it back.
+    short, short_key = await alice.claimed_device()
+    a = short["username"]
+    long = await bob.new_device("relay", username=f"{a}-relay")
+    status, claim = await bob.claim(await bob.provision(long["id"]))
+    assert status == 200, claim
+    squatter = raws()
+    assert await squatter.connect(server.mqtt_port, f"{a}-relay", clean=False, username=a, password=short_key) == (
+        0,
+        0,
+    )
+    assert await squatter.subscribe(f"devices/{a}/#", 1) == 1
+    owner = raws()
+    assert await owner.connect(
+        server.mqtt_port, f"{a}-relay", clean=False, username=f"{a}-relay", password=claim["api_key"]
+    ) == (0, 0)
+    assert await squatter.closed_by_server(3)
+    back = raws()
+    assert await back.connect(server.mqtt_port, f"{a}-relay", clean=False, username=a, password=short_key) == (
+        0,
+        NOT_AUTHORIZED,
+    )
+    await owner.ping()
+    await owner.disconnect(wait=5)
+    cleaner = raws()
+    assert await cleaner.connect(
+        server.mqtt_port, f"{a}-relay", clean=True, username=f"{a}-relay", password=claim["api_key"]
+    ) == (0, 0)
+    await cleaner.disconnect()
+
+
 async def test_a_provisioning_client_id_in_use_cannot_be_taken_over(
     server: Server, raws: Callable[[], RawSession]
 ) -> None:
@@ -346,3 +383,42 @@ async def test_a_command_result_with_an_overlong_req_id_is_refused_on_the_errors
     status, body = await alice.call("GET", f"/gateway/devices/{device['id']}/commands/{'y' * 33}")
     assert status == 404, body
     await raw.disconnect()
+
+
+
+# --- WebSocket ------------------------------------------------------------------------------------
+
+
+async def test_a_device_over_websocket_meets_the_same_broker(
+    server: Server, alice: Api, clients: Callable[..., Client]
+) -> None:
+    """MQTT over WebSocket (subprotocol "mqtt") is the same door: credentials, ACL, telemetry
+    committed before its PUBACK, a command answered while its caller waits, presence."""
+    device, key = await alice.claimed_device()
+    me, path = device["username"], f"/gateway/devices/{device['id']}"
+    assert await clients(transport="websockets").connect(server.ws_port, me, "wrong-key") == 0x87  # paho: rc 5
+    ws = clients(transport="websockets")
+    assert await ws.connect(server.ws_port, me, key) == 0
+    assert await ws.subscribe(f"devices/{me}/commands/req/+") == 1
+    assert await ws.subscribe("devices/+/telemetry") == 0x80
+    assert await ws.publish(f"devices/{me}/telemetry", json.dumps({"t": 21.5}))
+    status, history = await alice.call("GET", f"{path}/telemetry")
+    assert status == 200 and [s["payload"] for s in history["results"]] == [{"t": 21.5}], history
+    assert await eventually(lambda: online(alice, device["id"], True))
+
+    post = asyncio.create_task(alice.call("POST", f"{path}/commands", {"command": {"op": "ping"}, "timeout": 5}))
+    msg = await ws.receive(5)
+    req_id = msg.topic.rsplit("/", 1)[1]
+    assert msg.topic == f"devices/{me}/commands/req/{req_id}" and json.loads(msg.payload) == {"op": "ping"}
+    assert await ws.publish(f"devices/{me}/commands/res/{req_id}", json.dumps({"status": "ok"}))
+    status, body = await asyncio.wait_for(post, 5)
+    assert (status, body["status"], body["result"]) == (200, "ok", {"status": "ok"}), body
+
+    await ws.disconnect()
+    assert await eventually(lambda: online(alice, device["id"], False))
+
+
+async def online(api: Api, device_id: int, expected: bool) -> bool:
+    status, body = await api.call("GET", f"/gateway/devices/{device_id}")
+    assert status == 200, body
+    return body["online"] is expected

@@ -345,8 +345,7 @@ async def test_offline_queue_is_bounded(
     sub = raws()
     assert await sub.connect(port, cid, clean=False) == (0, 0)
     assert await sub.subscribe(topic, 1) == 1
-    await sub.disconnect()
-    await asyncio.sleep(0.3)
+    await sub.disconnect(wait=5)  # the server has ended the connection: the session is offline
     dropped_before = await metric(queue_server, "gatehouse_mqtt_messages_dropped_total")
     pub = clients()
     assert await pub.connect(port) == 0
@@ -381,8 +380,7 @@ async def test_offline_queue_overflow_is_not_a_slow_subscriber_disconnect(
     sub = raws()
     assert await sub.connect(port, cid, clean=False) == (0, 0)
     assert await sub.subscribe(topic, 1) == 1
-    await sub.disconnect()
-    await asyncio.sleep(0.3)
+    await sub.disconnect(wait=5)  # the server has ended the connection: the session is offline
     slow_before = await metric(queue_server, "gatehouse_mqtt_slow_subscriber_disconnects_total")
     pub = clients()
     assert await pub.connect(port) == 0
