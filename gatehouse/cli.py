@@ -31,6 +31,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (database, certificates, secrets)")
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(outbox)
     outbox.add_argument("--to", metavar="ADDRESS", help="only messages to this address (any case)")
-    outbox.add_argument("--limit", type=int, default=20, help="at most this many messages (default 20)")
+    outbox.add_argument("--limit", type=_positive, default=20, help="at most this many messages (default 20)")
     outbox.add_argument("--json", action="store_true", help="a JSON list instead of text")
 
     sim = sub.add_parser(
@@ -267,9 +277,6 @@ async def _outbox(args: argparse.Namespace) -> int:
     from handlers.outbox import list_messages
     from models.db import close_db, db_status, init_db
 
-    if args.limit < 1:
-        print("gatehouse outbox: --limit must be at least 1", file=sys.stderr)
-        return 2
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await init_db(settings.database_url, upgrade=False)

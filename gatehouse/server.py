@@ -30,6 +30,8 @@ from models.db import close_db, init_db, ping
 
 log = logging.getLogger("gatehouse")
 
+LINGERING_SECONDS = 2.0
+
 
 def jwt_secret(settings: Settings) -> str:
     if settings.auth.jwt_secret:
@@ -149,11 +151,14 @@ class Gatehouse:
         door = Door(s.http.header_timeout_seconds, s.http.body_timeout_seconds, s.http.trusted_proxy_hops)
         # aiohttp's keepalive timer runs from the connection's start and from each response, and
         # closes a connection still waiting for a complete request: it bounds header read time.
+        # After an answer given before the body was read (401, 408, 413) aiohttp reads and drops the
+        # rest for lingering_time (its default 10 s) so the client sees the answer: 2 s is plenty.
         self.runner = web.AppRunner(
             build_app(ctx, self.health, door),
             access_log=None,
             handle_signals=False,
             keepalive_timeout=door.header_timeout,
+            lingering_time=LINGERING_SECONDS,
         )
         await self.runner.setup()
         if s.http.port:

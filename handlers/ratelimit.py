@@ -74,7 +74,9 @@ class RateLimiter:
             keys.append((by_account, flow, "account", account.strip().lower()))
         return keys
 
-    async def check(self, flow: str, *, account: str | None = None, address: str | None = None) -> None:
+    async def check(
+        self, flow: str, *, account: str | None = None, address: str | None = None, _in_flight: bool = False
+    ) -> None:
         """Raise RateLimited (with seconds to wait) if the account is locked or a budget is spent."""
         if self._lock is not None and account:
             key = account.strip().lower()
@@ -87,7 +89,9 @@ class RateLimiter:
         waits = []
         for key in self._keys(flow, account, address):
             item, *ids = key
-            if not await self._window.test(item, *ids, cost=1 + self._inflight[tuple(ids)]):
+            # Attempts being checked count too (this one among them when it is `_in_flight`).
+            cost = self._inflight[tuple(ids)] + (0 if _in_flight else 1)
+            if not await self._window.test(item, *ids, cost=max(1, cost)):
                 waits.append(await self._wait(item, *ids))
         if waits:
             raise RateLimited("too many requests; try again later", retry_after=max(waits))
@@ -96,12 +100,13 @@ class RateLimiter:
     async def guard(self, flow: str, *, account: str, address: str | None = None) -> AsyncIterator[Attempt]:
         """Check, run the attempt, then count it if it `fail()`ed or forget the account's failures if
         it succeeded (ended without an exception)."""
-        await self.check(flow, account=account, address=address)
         keys = [tuple(ids) for _, *ids in self._keys(flow, account, address)]
+        # Counted before the check, which may wait on the storage: concurrent attempts see each other.
         self._inflight.update(keys)
         attempt = Attempt()
         succeeded = False
         try:
+            await self.check(flow, account=account, address=address, _in_flight=True)
             yield attempt
             succeeded = not attempt.failed
         finally:

@@ -37,6 +37,10 @@ def ctx_of(request: web.Request) -> Context:
     return request.app[CTX]
 
 
+def door(request: web.Request) -> Door:
+    return request.app.get(DOOR) or Door()
+
+
 async def raw_json_body(request: web.Request) -> bytes:
     """The body, refusing anything that says it is not JSON (415)."""
     ctype = request.content_type
@@ -48,7 +52,7 @@ async def raw_json_body(request: web.Request) -> bytes:
     ):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype}")
     try:
-        async with asyncio.timeout(request.app[DOOR].body_timeout):
+        async with asyncio.timeout(door(request).body_timeout):
             return await request.read()
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason="request body not received in time") from None
@@ -101,7 +105,7 @@ def path_id(request: web.Request, name: str = "id", what: str = "device") -> int
 def client_address(request: web.Request) -> str:
     """The client's address: the socket's peer, or behind `trusted_proxy_hops` proxies the entry the
     outermost of them appended to X-Forwarded-For (entries left of it are the client's to invent)."""
-    hops = request.app[DOOR].trusted_proxy_hops
+    hops = door(request).trusted_proxy_hops
     if hops:
         forwarded = [a.strip() for a in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if a.strip()]
         if len(forwarded) >= hops:

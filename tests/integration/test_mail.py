@@ -74,7 +74,7 @@ async def test_outbox_command_text_json_and_filter(server: Server) -> None:
     assert outbox_cli(server, "--to", "nobody@example.com").strip() == "no messages to nobody@example.com"
 
     bad = gatehouse("outbox", "--limit", "0", data_dir=server.data_dir, env=server.env)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--limit" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--limit: must be at least 1" in bad.stderr
 
 
 async def test_smtp_down_then_up_across_a_restart_loses_nothing(tmp_path: Path) -> None:
