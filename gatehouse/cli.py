@@ -1,10 +1,11 @@
-"""The `gatehouse` command: serve, db, users, sim."""
+"""The `gatehouse` command: serve, db, users, outbox, sim."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import sys
 from importlib.metadata import version
@@ -28,6 +29,16 @@ class _Parser(argparse.ArgumentParser):
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config file (default: the bundled config.yaml)")
     parser.add_argument("--data-dir", type=Path, help="data directory (database, certificates, secrets)")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _examples(*lines: str) -> str:
@@ -110,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--account-type", required=True, choices=["gooee", "partner", "customer"])
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
 
+    outbox = sub.add_parser(
+        "outbox",
+        help="list the mail and SMS that were sent (or are waiting), newest first",
+        description="List outgoing mail and SMS, newest first: recipient, subject, body, when, and delivery "
+        "state (sent, pending with its attempts and last error, failed, or logged: no mail server is "
+        "configured, so the outbox is where the message went). Read an activation key or a reset link here.",
+        epilog=_examples(
+            "gatehouse outbox",
+            "gatehouse outbox --to alice@example.com --limit 1",
+            "gatehouse outbox --json | jq -r '.[0].body'",
+        ),
+    )
+    _common(outbox)
+    outbox.add_argument("--to", metavar="ADDRESS", help="only messages to this address (any case)")
+    outbox.add_argument("--limit", type=_positive, default=20, help="at most this many messages (default 20)")
+    outbox.add_argument("--json", action="store_true", help="a JSON list instead of text")
+
     sim = sub.add_parser(
         "sim",
         help="device simulators",
@@ -169,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(_db(args))
         elif args.command == "users":
             return _run(_create_user(args))
+        elif args.command == "outbox":
+            return _run(_outbox(args))
         elif args.command == "sim":
             from firmware_sim.esp32 import run
 
@@ -240,6 +270,40 @@ async def _create_user(args: argparse.Namespace) -> int:
     finally:
         await close_db(db)
     print(f"created {user.account_type} user {user.username} ({user.id})")
+    return 0
+
+
+async def _outbox(args: argparse.Namespace) -> int:
+    from handlers.outbox import list_messages
+    from models.db import close_db, db_status, init_db
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await init_db(settings.database_url, upgrade=False)
+    try:
+        if not (await db_status()).current:
+            print("gatehouse: the database schema is not current: run `gatehouse db upgrade`", file=sys.stderr)
+            return 1
+        messages = await list_messages(args.to, args.limit)
+    finally:
+        await close_db(db)
+    if args.json:
+        print(json.dumps(messages, indent=2))
+        return 0
+    if not messages:
+        print("no messages" + (f" to {args.to}" if args.to else ""))
+    for m in messages:
+        state = m["state"]
+        if state == "pending":
+            error = f"; last error: {m['last_error']}" if m["last_error"] else ""
+            state += f", {m['attempts']} attempt(s) so far{error}"
+        elif state == "failed":
+            state += f" ({m['last_error']})"
+        print(f"#{m['id']} {m['created']} {m['channel']} to {m['to']} [{state}]")
+        if m["subject"]:
+            print(f"Subject: {m['subject']}")
+        print("\n".join(f"    {line}" for line in m["body"].splitlines()) or "    (empty)")
+        print()
     return 0
 
 

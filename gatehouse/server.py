@@ -20,11 +20,18 @@ from gatehouse import certs
 from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
 from handlers.context import Context, Links
+from handlers.mail import SmtpTransport
+from handlers.outbox import Backoff, Outbox, Transport
+from handlers.ratelimit import Budget, RateLimiter
+from handlers.sms import SmsTransport, load_provider
 from handlers.telemetry_writer import TelemetryWriter
 from http_api.app import build_app
+from http_api.state import Door
 from models.db import close_db, init_db, ping
 
 log = logging.getLogger("gatehouse")
+
+LINGERING_SECONDS = 2.0
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -48,6 +55,31 @@ def broker_config(settings: Settings, tls: certs.TlsFiles) -> list[Listener]:
     return listeners
 
 
+def outbox(settings: Settings) -> Outbox:
+    """Mail over SMTP and SMS through a provider where configured; otherwise the outbox and the log."""
+    m = settings.mail
+    transports: dict[str, Transport] = {}
+    if m.smtp_host:
+        transports["mail"] = SmtpTransport(
+            m.smtp_host, m.smtp_port, m.smtp_username, m.smtp_password, m.starttls, m.tls, m.from_, m.timeout_seconds
+        )
+    if settings.sms.provider:
+        try:
+            transports["sms"] = SmsTransport(load_provider(settings.sms.provider, settings.sms.options))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc)) from exc
+    backoff = Backoff(m.retry_initial_seconds, m.retry_factor, m.retry_max_seconds)
+    return Outbox(transports, backoff, m.poll_seconds)
+
+
+def limiter(settings: Settings) -> RateLimiter:
+    lim = settings.limits
+    flows = {"login": lim.login, "two_factor": lim.two_factor, "password_reset": lim.password_reset,
+             "activation": lim.activation, "registration": lim.registration}  # fmt: skip
+    budgets = {name: Budget(flow.per_address, flow.per_account) for name, flow in flows.items()}
+    return RateLimiter(budgets, lim.lockout_seconds)
+
+
 class Gatehouse:
     """The running process: start() brings every part up, stop() takes them down in order."""
 
@@ -58,6 +90,7 @@ class Gatehouse:
         self.broker: Broker | None = None
         self.runner: web.AppRunner | None = None
         self.tls: certs.TlsFiles | None = None
+        self.outbox: Outbox | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -69,11 +102,12 @@ class Gatehouse:
         self.db = await init_db(s.database_url)
         self.writer = TelemetryWriter(s.telemetry.batch_max, s.telemetry.batch_delay_ms / 1000)
         self.writer.start()
+        self.outbox = outbox(s)
         ctx = Context(
             jwt_secret=jwt_secret(s),
             writer=self.writer,
             links=Links(
-                s.http.public_url.rstrip("/"),
+                s.public_url,
                 s.broker.public_host,
                 s.broker.mqtt_port,
                 s.broker.mqtts_port,
@@ -82,6 +116,8 @@ class Gatehouse:
             access_token_minutes=s.auth.access_token_minutes,
             refresh_token_days=s.auth.refresh_token_days,
             history_page_max=s.telemetry.history_page_max,
+            outbox=self.outbox,
+            limiter=limiter(s),
         )
         if s.broker.allow_anonymous:
             log.warning(
@@ -104,7 +140,20 @@ class Gatehouse:
         self.broker = Broker(ctx, broker_config(s, self.tls), limits, allow_anonymous=s.broker.allow_anonymous)
         ctx.effector = self.broker
         await self.broker.start()
-        self.runner = web.AppRunner(build_app(ctx, self.health), access_log=None, handle_signals=False)
+        # Pending mail from before a restart goes out now.
+        self.outbox.start()
+        door = Door(s.http.header_timeout_seconds, s.http.body_timeout_seconds, s.http.trusted_proxy_hops)
+        # aiohttp's keepalive timer runs from the connection's start and from each response, and
+        # closes a connection still waiting for a complete request: it bounds header read time.
+        # After an answer given before the body was read (401, 408, 413) aiohttp reads and drops the
+        # rest for lingering_time (its default 10 s) so the client sees the answer: 2 s is plenty.
+        self.runner = web.AppRunner(
+            build_app(ctx, self.health, door),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=door.header_timeout,
+            lingering_time=LINGERING_SECONDS,
+        )
         await self.runner.setup()
         if s.http.port:
             await web.TCPSite(self.runner, s.http.host, s.http.port).start()
@@ -135,6 +184,8 @@ class Gatehouse:
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
+        if self.outbox:
+            await self.outbox.stop()
         if self.broker:
             await self.broker.shutdown()
         if self.writer:

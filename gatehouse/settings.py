@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from limits import parse as parse_limit
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +28,25 @@ class HttpSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     https_port: int = Field(8443, ge=0, le=65535)
     public_url: str = ""
+    # An idle connection, or one whose request line and headers are not complete this long after
+    # it opened (or after its previous response), is closed (aiohttp's keepalive_timeout).
+    header_timeout_seconds: float = Field(20, gt=0)
+    # A request body not received in full within this many seconds is answered 408.
+    body_timeout_seconds: float = Field(30, gt=0)
+    # Reverse proxies in front of Gatehouse that append to X-Forwarded-For (0: none; the client
+    # address is the socket's peer). Rate limits are per client address, so set this behind a proxy.
+    trusted_proxy_hops: int = Field(0, ge=0, le=10)
+
+    def base_url(self, public_host: str) -> str:
+        """`public_url`, or one made from the HTTP listener (host, else `public_host`, and port)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = public_host if self.host in ("", "0.0.0.0", "::") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        if self.port:
+            return f"http://{host}" + ("" if self.port == 80 else f":{self.port}")
+        return f"https://{host}" + ("" if self.https_port == 443 else f":{self.https_port}")
 
 
 class BrokerSettings(_Section):
@@ -72,6 +92,64 @@ class TelemetrySettings(_Section):
     history_page_max: int = Field(1000, ge=1)
 
 
+class MailSettings(_Section):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # Empty: no mail server; each message is kept in the outbox table and written to the log.
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    # None: STARTTLS when the server offers it; true: required; false: never.
+    starttls: bool | None = None
+    # Implicit TLS from the first byte (port 465) instead of STARTTLS.
+    tls: bool = False
+    from_: str = Field("Gatehouse <gatehouse@localhost>", alias="from")
+    timeout_seconds: float = Field(30, gt=0)
+    # A delivery that fails for a reason that may pass (server down, 4xx) is tried again after
+    # retry_initial_seconds, then each wait multiplied by retry_factor, at most retry_max_seconds.
+    retry_initial_seconds: float = Field(10, gt=0)
+    retry_factor: float = Field(2, ge=1)
+    retry_max_seconds: float = Field(3600, gt=0)
+    # The sender also looks for due messages this often (rows written by other processes).
+    poll_seconds: float = Field(30, gt=0)
+
+
+class SmsSettings(_Section):
+    # Empty: each SMS is kept in the outbox table and written to the log. Otherwise
+    # "package.module:factory", called with `options`, returning an SmsProvider (handlers/sms.py).
+    provider: str = ""
+    options: dict[str, Any] = {}
+
+
+class FlowLimit(_Section):
+    """Budgets of one flow, in the `limits` library's notation ("5 per 15 minutes"); "" is none."""
+
+    per_address: str = ""
+    per_account: str = ""
+
+    @field_validator("per_address", "per_account")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        if value:
+            try:
+                parse_limit(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a rate such as '5 per 15 minutes'") from exc
+        return value
+
+
+class LimitsSettings(_Section):
+    # login and two_factor count failed attempts; the other flows count every request.
+    login: FlowLimit = FlowLimit(per_address="30 per 10 minutes", per_account="5 per 15 minutes")
+    two_factor: FlowLimit = FlowLimit(per_address="30 per 10 minutes", per_account="5 per 15 minutes")
+    password_reset: FlowLimit = FlowLimit(per_address="10 per hour", per_account="3 per hour")
+    activation: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
+    registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
+    # An account whose per_account budget of failures is spent is refused for this long.
+    lockout_seconds: float = Field(900, ge=0)
+
+
 _config_path: ContextVar[Path] = ContextVar("gatehouse_config_path", default=DEFAULT_CONFIG)
 
 
@@ -87,6 +165,9 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    mail: MailSettings = MailSettings()
+    sms: SmsSettings = SmsSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -107,6 +188,11 @@ class Settings(BaseSettings):
             return self.database.url
         path = (self.data_dir / "gatehouse.db").resolve()
         return f"sqlite://{path}?synchronous=NORMAL&busy_timeout=5000"
+
+    @property
+    def public_url(self) -> str:
+        """The base of every URL handed out (claim's ingest_url, links in mail)."""
+        return self.http.base_url(self.broker.public_host)
 
     @property
     def certs_dir(self) -> Path:

@@ -130,11 +130,15 @@ async def _issue_tokens(ctx: Context, user: User) -> dict[str, object]:
     }
 
 
-async def login(ctx: Context, req: LoginRequest) -> dict[str, object]:
-    user = await User.get_or_none(username=req.username)
-    ok = await verify_password(req.password, user.password_hash if user else "")
-    if not user or not ok:
-        raise Unauthorized("invalid username or password", code="invalid_credentials")
+async def login(ctx: Context, req: LoginRequest, *, address: str = "") -> dict[str, object]:
+    # Abuse limits (docs/security.md): a locked account or a spent budget is refused before any
+    # work; failures count alike whether or not the user exists.
+    async with ctx.limiter.guard("login", account=req.username, address=address) as attempt:
+        user = await User.get_or_none(username=req.username)
+        ok = await verify_password(req.password, user.password_hash if user else "")
+        if not user or not ok:
+            attempt.fail()
+            raise Unauthorized("invalid username or password", code="invalid_credentials")
     if user.account_status != "active":
         raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
     return await _issue_tokens(ctx, user)

@@ -7,14 +7,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handlers.effects import Effector, NullEffector
+from handlers.outbox import Outbox
+from handlers.ratelimit import RateLimiter
 from handlers.telemetry_writer import TelemetryWriter
 
 
 @dataclass(frozen=True)
 class Links:
-    """Addresses devices are told about in a claim response."""
+    """Addresses handed out: to devices in a claim response, to users in mail."""
 
-    public_url: str = ""
+    # Configured (http.public_url) or derived from the HTTP listener; never the request's Host
+    # header, which the client chooses.
+    public_url: str = "http://localhost:8080"
     mqtt_host: str = "localhost"
     mqtt_port: int = 1883
     mqtts_port: int = 8883
@@ -30,6 +34,10 @@ class Context:
     access_token_minutes: float = 15
     refresh_token_days: float = 30
     history_page_max: int = 1000
+    # Mail and SMS go through here (handlers/mail.py, handlers/sms.py); default: outbox and log only.
+    outbox: Outbox = field(default_factory=Outbox)
+    # Abuse budgets per flow (handlers/ratelimit.py); default: none.
+    limiter: RateLimiter = field(default_factory=RateLimiter)
     # Commands awaiting their device's answer in this process: req_id -> future of the answer.
     command_waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     # Access tokens recently verified: token -> (Principal, monotonic expiry); see accounts.

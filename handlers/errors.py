@@ -70,8 +70,14 @@ class UnsupportedMediaType(GatehouseError):
 
 
 class RateLimited(GatehouseError):
+    """Too many requests; `retry_after` is the seconds until the next one can succeed."""
+
     status = 429
     code = "rate_limited"
+
+    def __init__(self, detail: str, *, code: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
 
 
 def invalid(exc: ValidationError) -> InvalidPayload:

@@ -64,7 +64,7 @@ async def issue_token(principal: Principal, device_id: int, req: ProvisionReques
 
 
 async def claim_device(
-    ctx: Context, req: ClaimRequest, *, source: str, remote: str = "", base_url: str = ""
+    ctx: Context, req: ClaimRequest, *, source: str, remote: str = ""
 ) -> tuple[dict[str, object], list[Effect]]:
     """Exchange a provisioning token for a new API key; exactly one of racing claims wins."""
     now = datetime.now(UTC)
@@ -94,7 +94,7 @@ async def claim_device(
     body = {
         "device_id": device.id,
         "api_key": api_key,
-        "ingest_url": f"{ctx.links.public_url or base_url}/gateway/device-data/ingest",
+        "ingest_url": f"{ctx.links.public_url}/gateway/device-data/ingest",
         "token_expires_at": token.expires_at.isoformat() if token.expires_at else None,
         "mqtt": {
             "host": ctx.links.mqtt_host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -42,17 +43,21 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(new_secret())
+
+
 async def verify_password(password: str, stored: str) -> bool:
+    """Check a password against its argon2 hash. With no hash (an unknown user) the check is made
+    against a dummy hash of the same parameters, so both cost the same time."""
+
     def check() -> bool:
         try:
-            return _hasher.verify(stored, password)
+            return _hasher.verify(stored or _dummy_hash(), password) and bool(stored)
         except (VerificationError, InvalidHashError):
             return False
 
-    if not stored:
-        # Spend the same time as a real check so unknown users cannot be told apart.
-        await asyncio.to_thread(_hasher.hash, password)
-        return False
     return await asyncio.to_thread(check)
 
 
@@ -65,7 +70,11 @@ def issue_access_token(secret: str, user_id: str, minutes: float, **claims: Any)
 
 def decode_access_token(secret: str, token: str) -> dict[str, Any]:
     try:
-        claims = jwt.decode(token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE)
+        # A token we signed always has these; one without them (signed with a leaked or test secret)
+        # is refused here rather than failing wherever the claim is read.
+        claims = jwt.decode(
+            token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE, options={"require": ["exp", "sub"]}
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("access token expired", code="token_expired") from exc
     except jwt.PyJWTError as exc:

@@ -7,11 +7,11 @@ from aiohttp import web
 from handlers import accounts
 from handlers.accounts import LoginRequest, Principal, RefreshRequest, Tokens, UserView
 from http_api.endpoint import Endpoint
-from http_api.state import ctx_of
+from http_api.state import client_address, ctx_of
 
 
 async def login(request: web.Request, body: LoginRequest) -> dict[str, object]:
-    return await accounts.login(ctx_of(request), body)
+    return await accounts.login(ctx_of(request), body, address=client_address(request))
 
 
 async def refresh(request: web.Request, body: RefreshRequest) -> dict[str, object]:
@@ -29,8 +29,10 @@ async def me(request: web.Request, who: Principal) -> dict[str, object]:
 ENDPOINTS = [
     Endpoint(
         "POST", "/auth/login", login, "Log in: an access token and a refresh token",
-        {200: Tokens}, errors=(401,), auth=None, body=LoginRequest, tag="accounts",
-        description="401 `invalid_credentials` or `account_not_active`.",
+        {200: Tokens}, errors=(401, 429), auth=None, body=LoginRequest, tag="accounts",
+        description="401 `invalid_credentials` or `account_not_active`. 429 `rate_limited` (too many failed "
+        "logins from this address) or `account_locked` (too many for this username), with `Retry-After`; "
+        "see docs/security.md.",
     ),
     Endpoint(
         "POST", "/auth/refresh", refresh, "New tokens for a refresh token (which is used up)",

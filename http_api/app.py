@@ -10,7 +10,7 @@ from aiohttp import web
 from handlers.context import Context
 from http_api import accounts, gateway, openapi, system
 from http_api.errors import error_middleware, quiet_unparseable_requests
-from http_api.state import CTX, HEALTH
+from http_api.state import CTX, DOOR, HEALTH, Door
 
 MAX_BODY = 1024 * 1024
 
@@ -18,11 +18,14 @@ MAX_BODY = 1024 * 1024
 ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *gateway.ENDPOINTS]
 
 
-def build_app(ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]]) -> web.Application:
+def build_app(
+    ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]], door: Door | None = None
+) -> web.Application:
     quiet_unparseable_requests()
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     app[HEALTH] = health
+    app[DOOR] = door or Door()
     app.add_routes([ep.route() for ep in ENDPOINTS])
     app.add_routes(openapi.routes(ENDPOINTS))
     return app

@@ -53,7 +53,7 @@ class Endpoint:
 
     @property
     def error_statuses(self) -> list[int]:
-        """`errors` plus what the adapter itself may answer: 401 (auth), 400/413/415 (a body), 400 (a query),
+        """`errors` plus what the adapter itself may answer: 401 (auth), 400/408/413/415 (a body), 400 (a query),
         404 (a path parameter that names nothing)."""
         statuses = set(self.errors)
         if PATH_PARAM.search(self.path):
@@ -61,7 +61,7 @@ class Endpoint:
         if self.auth:
             statuses.add(401)
         if self.body or self.raw_body:
-            statuses |= {400, 413, 415}
+            statuses |= {400, 408, 413, 415}
         if self.query:
             statuses.add(400)
         return sorted(statuses)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from handlers.errors import ErrorBody, GatehouseError
+from handlers.errors import ErrorBody, GatehouseError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ _HTTP_CODES = {
     404: "unknown_endpoint",
     405: "method_not_allowed",
     409: "conflict",
+    408: "request_timeout",
     410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -44,6 +45,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"Status": "InvalidSchema"} if exc.code == "invalid_schema" else None
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+        if isinstance(exc, RateLimited):
+            headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
         return error_response(exc.status, exc.detail, exc.code, exc.errors, headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -52,7 +55,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:  # 405 must say which methods the resource has
             headers["Allow"] = exc.headers["Allow"]
         detail = exc.reason if exc.status != 404 else f"no endpoint {request.method} {request.path}"
-        return error_response(exc.status, detail, _HTTP_CODES.get(exc.status, "error"), headers=headers)
+        response = error_response(exc.status, detail, _HTTP_CODES.get(exc.status, "error"), headers=headers)
+        if exc.status == 408:  # the rest of a slow body is not worth waiting for
+            response.force_close()
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal server error", "internal")

@@ -14,7 +14,7 @@ from handlers.envelope import Envelope, Identity
 from handlers.provisioning import ClaimRequest, ClaimResponse, ProvisioningTokenView, ProvisionRequest
 from handlers.telemetry import History, HistoryQuery, IngestAck, Latest, TelemetryPayload
 from http_api.endpoint import Endpoint, Reply
-from http_api.state import base_url, ctx_of, path_id, raw_json_body
+from http_api.state import ctx_of, path_id, raw_json_body
 
 DEVICE = "/gateway/devices/{id:[0-9]+}"
 
@@ -43,7 +43,7 @@ async def provision(request: web.Request, who: Principal, body: ProvisionRequest
 async def claim(request: web.Request, body: ClaimRequest) -> dict[str, object]:
     ctx = ctx_of(request)
     reply, effects = await provisioning.claim_device(
-        ctx, body, source="http", remote=request.remote or "", base_url=base_url(request)
+        ctx, body, source="http", remote=request.remote or ""
     )
     await ctx.effector.apply(effects)
     return reply

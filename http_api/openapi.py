@@ -28,13 +28,16 @@ ERRORS = {
     "(another tenant's device reads as missing)",
     409: "conflict",
     410: "gone",
+    408: "the body did not arrive within http.body_timeout_seconds (`request_timeout`)",
     413: "body over 1 MiB",
     415: "Content-Type is not application/json",
+    429: "too many requests (`rate_limited`) or attempts for this account (`account_locked`); see Retry-After",
 }
 HEADERS: dict[int, dict[str, Any]] = {
     400: {"Status": {"description": "`InvalidSchema` on schema errors", "schema": {"type": "string"}}},
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     404: {"Status": {"description": "`UnknownEndpoint` when no route matches", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}},
 }
 SECURITY_SCHEMES = {
     "user": {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -16,11 +18,27 @@ from handlers.errors import NotFound, Unauthorized, UnsupportedMediaType, invali
 CTX = web.AppKey("ctx", Context)
 HEALTH = web.AppKey("health", Callable[[], Awaitable[dict[str, Any]]])
 
+
+@dataclass(frozen=True, slots=True)
+class Door:
+    """How the HTTP door treats a connection (http.* settings; docs/security.md)."""
+
+    header_timeout: float = 20.0
+    body_timeout: float = 30.0
+    trusted_proxy_hops: int = 0
+
+
+DOOR = web.AppKey("door", Door)
+
 M = TypeVar("M", bound=BaseModel)
 
 
 def ctx_of(request: web.Request) -> Context:
     return request.app[CTX]
+
+
+def door(request: web.Request) -> Door:
+    return request.app.get(DOOR) or Door()
 
 
 async def raw_json_body(request: web.Request) -> bytes:
@@ -33,7 +51,11 @@ async def raw_json_body(request: web.Request) -> bytes:
         and not (ctype == "application/json" or ctype.endswith("+json"))
     ):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype}")
-    return await request.read()
+    try:
+        async with asyncio.timeout(door(request).body_timeout):
+            return await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="request body not received in time") from None
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
@@ -79,5 +101,13 @@ def path_id(request: web.Request, name: str = "id", what: str = "device") -> int
     return int(raw)
 
 
-def base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the socket's peer, or behind `trusted_proxy_hops` proxies the entry the
+    outermost of them appended to X-Forwarded-For (entries left of it are the client's to invent)."""
+    hops = door(request).trusted_proxy_hops
+    if hops:
+        forwarded = [a.strip() for a in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if a.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return request.remote or ""

@@ -15,7 +15,14 @@ log = logging.getLogger(__name__)
 
 APP = "models"
 MIGRATIONS = "models.migrations"
-MODEL_MODULES = ["models.accounts", "models.devices", "models.telemetry", "models.commands", "models.sessions"]
+MODEL_MODULES = [
+    "models.accounts",
+    "models.devices",
+    "models.telemetry",
+    "models.commands",
+    "models.sessions",
+    "models.outbox",
+]
 # The first migration describes the schema `generate_schemas` made before migrations existed.
 INITIAL = "0001_initial"
 

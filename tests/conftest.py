@@ -15,7 +15,8 @@ import pytest
 from tests import support
 from tests.mqtt import Client
 from tests.raw import RawSession
-from tests.support import Api, Server, make_server
+from tests.smtp import SmtpSink
+from tests.support import Api, Server, mail_env, make_server
 
 
 def pytest_report_header() -> str:
@@ -49,6 +50,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def anon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = make_server(tmp_path_factory.mktemp("gatehouse-anon"), GATEHOUSE_BROKER__ALLOW_ANONYMOUS="true")
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-5000:]
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) of this test's own, on a free port; `.messages` is what it got."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def smtpd() -> Iterator[SmtpSink]:
+    """The SMTP server `mail_server` delivers to; tests tell their messages apart by recipient."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server(tmp_path_factory: pytest.TempPathFactory, smtpd: SmtpSink) -> Iterator[Server]:
+    """A server whose mail goes over SMTP to `smtpd` (read activation keys, reset links, codes there)."""
+    srv = make_server(tmp_path_factory.mktemp("gatehouse-mail"), **mail_env(smtpd.port))
     yield srv
     srv.stop()
     assert "Traceback" not in srv.log(), srv.log()[-5000:]

@@ -33,6 +33,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_every_command_is_listed() -> None:
     assert {("serve",), ("db", "status"), ("db", "upgrade"), ("users", "create"), ("sim", "esp32")} <= set(COMMANDS)
+    assert ("outbox",) in COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "gatehouse")
@@ -53,7 +54,14 @@ def test_version() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("frobnicate",), ("db",), ("db", "downgrade"), ("serve", "--http-port", "eighty"), ("users", "create")],
+    [
+        ("frobnicate",),
+        ("db",),
+        ("db", "downgrade"),
+        ("serve", "--http-port", "eighty"),
+        ("users", "create"),
+        ("outbox", "--limit", "0"),
+    ],
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...]) -> None:
     done = _run(*args)

@@ -131,3 +131,30 @@ def test_serve_with_bad_env_exits_2(tmp_path: Path) -> None:
     done = gatehouse("serve", data_dir=tmp_path / "data", env={"GATEHOUSE_BROKER__WS_PORT": "nope"}, timeout=30)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "broker.ws_port" in done.stderr
+
+
+def test_mail_and_limits_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert s.mail.smtp_host == "" and s.mail.starttls is None and s.mail.from_.startswith("Gatehouse")
+    assert s.limits.login.per_account == "5 per 15 minutes" and s.limits.lockout_seconds == 900
+    monkeypatch.setenv("GATEHOUSE_MAIL__SMTP_HOST", "smtp.example.com")
+    monkeypatch.setenv("GATEHOUSE_MAIL__FROM", "Ops <ops@example.com>")
+    monkeypatch.setenv("GATEHOUSE_MAIL__STARTTLS", "true")
+    monkeypatch.setenv("GATEHOUSE_LIMITS__LOGIN__PER_ADDRESS", "")
+    s = load_settings()
+    assert (s.mail.smtp_host, s.mail.from_, s.mail.starttls) == ("smtp.example.com", "Ops <ops@example.com>", True)
+    assert s.limits.login.per_address == "" and s.limits.login.per_account == "5 per 15 minutes"
+    monkeypatch.setenv("GATEHOUSE_LIMITS__LOGIN__PER_ACCOUNT", "five a minute")
+    with pytest.raises(ConfigError, match=r"limits\.login\.per_account"):
+        load_settings()
+
+
+def test_public_url_is_configured_or_derived_from_the_listener(tmp_path: Path) -> None:
+    assert load_settings().public_url == "http://localhost:8080"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("http:\n  host: 10.1.2.3\n  port: 80\n")
+    assert load_settings(cfg).public_url == "http://10.1.2.3"
+    cfg.write_text("http:\n  port: 0\n  https_port: 443\nbroker:\n  public_host: iot.example\n")
+    assert load_settings(cfg).public_url == "https://iot.example"
+    cfg.write_text("http:\n  public_url: https://gh.example/base/\n")
+    assert load_settings(cfg).public_url == "https://gh.example/base"

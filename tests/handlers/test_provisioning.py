@@ -60,7 +60,7 @@ async def _token(who: Principal, device_id: int, **req: object) -> str:
 
 async def _claim(ctx: Context, token: str, **meta: object) -> tuple[dict[str, object], list[object]]:
     body, effects = await provisioning.claim_device(
-        ctx, ClaimRequest(token=token, device_metadata=meta), source="http", remote="10.0.0.1", base_url="http://x"
+        ctx, ClaimRequest(token=token, device_metadata=meta), source="http", remote="10.0.0.1"
     )
     return body, list(effects)
 
@@ -119,11 +119,12 @@ async def test_claim(ctx: Context, alice: Principal, device: int) -> None:
     assert (claim.source, claim.remote, claim.metadata) == ("http", "10.0.0.1", {"fw": "1.0.0"})
 
 
-async def test_claim_base_url_when_no_public_url(alice: Principal, device: int) -> None:
+async def test_claim_ingest_url_without_public_url(alice: Principal, device: int) -> None:
+    """Never the request's Host header (the client chooses it): the configured or derived base."""
     ctx = Context(jwt_secret="x" * 32, writer=TelemetryWriter())
     token = await _token(alice, device)
     body, _ = await _claim(ctx, token)
-    assert body["ingest_url"] == "http://x/gateway/device-data/ingest"
+    assert body["ingest_url"] == "http://localhost:8080/gateway/device-data/ingest"
 
 
 async def test_claim_unknown_token(ctx: Context, device: int) -> None:
