@@ -44,12 +44,23 @@ async def state_of(message_id: int) -> OutboxMessage:
     return await OutboxMessage.get(id=message_id)
 
 
+async def marked_sent(address: str) -> None:
+    """The sink has the message once its DATA is in; the sender records it as sent only after the
+    server's answer: wait for that before stopping the sender (a stop mid-send leaves it pending)."""
+
+    async def sent() -> bool:
+        return (await OutboxMessage.get(recipient=address)).state == "sent"
+
+    await eventually(sent)
+
+
 async def test_mail_is_delivered_over_smtp(db: None, smtp: SmtpSink) -> None:
     outbox = smtp_outbox(smtp.port)
     outbox.start()
     try:
         await send_mail(context(outbox), "alice@example.com", "Activate your account", "Your key: k3y-123\n")
         (got,) = await smtp.wait_for("alice@example.com")
+        await marked_sent("alice@example.com")
     finally:
         await outbox.stop()
     assert got.subject == "Activate your account"
@@ -81,6 +92,7 @@ async def test_smtp_down_then_up_is_delivered_after_retry_and_never_blocks(db: N
         sink.start()
         try:
             (got,) = await sink.wait_for("bob@example.com")
+            await marked_sent("bob@example.com")
         finally:
             sink.stop()
     finally:
@@ -107,6 +119,7 @@ async def test_restart_picks_up_pending_mail(db: None) -> None:
         second.start()
         try:
             (got,) = await sink.wait_for("carol@example.com")
+            await marked_sent("carol@example.com")
         finally:
             await second.stop()
     finally:
