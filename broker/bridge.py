@@ -40,11 +40,14 @@ class Bridge:
         self.registry = registry
 
     def routed(self, session: Session, topic: str) -> tuple[Route, list[str]] | None:
-        """The route of an allowed PUBLISH on a routed topic (a denied one is dropped, not routed)."""
+        """The route of an allowed PUBLISH on a routed topic. None otherwise: the PUBLISH goes to
+        `forward`, which checks the ACL (once: a topic no handler owns is not checked here) and drops
+        a denied one."""
+        found = self.router.match(topic)
         identity = session.identity
-        if identity is None or not acl.may_publish(identity, session.client_id, topic):
+        if found is None or identity is None or not acl.may_publish(identity, session.client_id, topic):
             return None
-        return self.router.match(topic)
+        return found
 
     def forward(self, session: Session, packet: Incoming) -> None:
         """A PUBLISH on a topic no handler owns: to its subscribers, if the client may publish there."""
