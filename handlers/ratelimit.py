@@ -55,6 +55,18 @@ class Attempt:
 Key = tuple[RateLimitItem, str, str, str]  # limit, flow, "address" | "account", who
 
 
+class _Storage(MemoryStorage):
+    """limits 5.8.0's expiry sweep lists the keys, then awaits a thread per key and reads
+    `events[key]`: a key `clear()`ed in between killed the sweep with KeyError. Clearing empties
+    the key's entries instead, and the sweep drops the empty key itself."""
+
+    async def clear(self, key: str) -> None:
+        self.storage.pop(key, None)
+        self.expirations.pop(key, None)
+        if key in self.events:
+            self.events[key] = []
+
+
 class RateLimiter:
     def __init__(self, budgets: dict[str, Budget] | None = None, lockout_seconds: float = 900) -> None:
         self._limits: dict[str, tuple[RateLimitItem | None, RateLimitItem | None]] = {
@@ -62,7 +74,7 @@ class RateLimiter:
             for flow, b in (budgets or {}).items()
         }
         self._lock = parse(f"1 per {max(1, math.ceil(lockout_seconds))} seconds") if lockout_seconds > 0 else None
-        self._window = MovingWindowRateLimiter(MemoryStorage())
+        self._window = MovingWindowRateLimiter(_Storage())
         self._inflight: Counter[tuple[str, ...]] = Counter()  # (flow, kind, who) -> attempts being checked
 
     def _keys(self, flow: str, account: str | None, address: str | None) -> list[Key]:

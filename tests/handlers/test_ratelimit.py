@@ -104,3 +104,21 @@ async def test_a_guarded_success_clears_and_an_error_counts_nothing() -> None:
             async with limiter.guard("login", account="fay@example.com"):
                 raise ZeroDivisionError  # a bug, not a wrong password
     await limiter.check("login", account="fay@example.com")
+
+
+async def test_clearing_while_expired_entries_are_swept_loses_nothing() -> None:
+    """limits' in-memory sweep lists the keys, then awaits a thread per key: an account cleared in
+    between (a login that succeeded) made the sweep task die with KeyError (seen once in CI)."""
+    limiter = RateLimiter({"login": Budget("", "5 per minute")})
+    storage = limiter._window.storage
+    for who in ("a", "b", "c"):
+        await limiter.failed("login", account=who)  # the first hit starts a sweep
+    sweep = storage.timer
+    assert sweep is not None
+    await asyncio.sleep(0)  # the sweep is now waiting on its thread for the first key
+    await limiter.succeeded("login", account="b")
+    await limiter.succeeded("login", account="c")
+    await sweep
+    assert sweep.exception() is None
+    for who in ("a", "b", "c"):
+        await limiter.check("login", account=who)
