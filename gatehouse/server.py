@@ -19,7 +19,7 @@ from broker.transport import tls_context
 from gatehouse import certs
 from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
-from handlers.context import Context, Links
+from handlers.context import Context, Links, UserPolicy
 from handlers.mail import SmtpTransport
 from handlers.outbox import Backoff, Outbox, Transport
 from handlers.ratelimit import Budget, RateLimiter
@@ -118,6 +118,14 @@ class Gatehouse:
             history_page_max=s.telemetry.history_page_max,
             outbox=self.outbox,
             limiter=limiter(s),
+            users=UserPolicy(
+                (s.users.portal_url or s.public_url).rstrip("/"),
+                s.users.activation_days,
+                s.users.email_change_days,
+                s.users.password_reset_hours,
+                s.users.two_factor_code_minutes,
+                s.users.totp_issuer,
+            ),
         )
         if s.broker.allow_anonymous:
             log.warning(

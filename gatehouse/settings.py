@@ -150,6 +150,17 @@ class LimitsSettings(_Section):
     lockout_seconds: float = Field(900, ge=0)
 
 
+class UsersSettings(_Section):
+    # Where links in mail point (registration, password reset, email change): the web portal.
+    # Empty: http.public_url.
+    portal_url: str = ""
+    activation_days: float = Field(7, gt=0)
+    email_change_days: float = Field(7, gt=0)
+    password_reset_hours: float = Field(24, gt=0)
+    two_factor_code_minutes: float = Field(10, gt=0)
+    totp_issuer: str = "Gatehouse"
+
+
 _config_path: ContextVar[Path] = ContextVar("gatehouse_config_path", default=DEFAULT_CONFIG)
 
 
@@ -168,6 +179,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     sms: SmsSettings = SmsSettings()
     limits: LimitsSettings = LimitsSettings()
+    users: UsersSettings = UsersSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -13,6 +12,7 @@ from tortoise.exceptions import IntegrityError
 
 from handlers.context import Context
 from handlers.errors import Conflict, InvalidPayload, Unauthorized
+from handlers.principal import Principal
 from handlers.secrets import (
     decode_access_token,
     digest,
@@ -21,6 +21,7 @@ from handlers.secrets import (
     new_secret,
     verify_password,
 )
+from handlers.tenancy import principal_of
 from handlers.views import Timestamp, View
 from models.accounts import ACCOUNT_TYPES, RefreshToken, User
 
@@ -53,19 +54,6 @@ class UserView(View):
     modified: Timestamp
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated user, as the doors see one."""
-
-    user_id: str
-    username: str
-    account_type: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.account_type == "gooee"
-
-
 def user_view(user: User) -> dict[str, object]:
     return {
         "id": str(user.id),
@@ -80,19 +68,26 @@ def user_view(user: User) -> dict[str, object]:
     }
 
 
+PASSWORD_SPECIALS = "!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~"
+
+
 def check_password_rules(password: str) -> None:
-    """spec/users.rst: 8+ characters with a lower-case letter, an upper-case letter and a digit."""
+    """spec/users.rst: at least 8 characters, a lowercase letter, an uppercase letter, a number, and
+    nothing but letters, digits and the listed special characters. The error names each rule broken."""
     problems = []
     if len(password) < 8:
-        problems.append("at least 8 characters")
+        problems.append("be at least 8 characters long")
     if not any(c.islower() for c in password):
-        problems.append("a lowercase letter")
+        problems.append("include a lowercase letter")
     if not any(c.isupper() for c in password):
-        problems.append("an uppercase letter")
+        problems.append("include an uppercase letter")
     if not any(c.isdigit() for c in password):
-        problems.append("a number")
+        problems.append("include a number")
+    odd = sorted({c for c in password if not (c.isascii() and c.isalnum()) and c not in PASSWORD_SPECIALS})
+    if odd:
+        problems.append(f"use only letters, digits and {PASSWORD_SPECIALS} (not {''.join(odd)!r})")
     if problems:
-        raise InvalidPayload("password must contain " + ", ".join(problems), code="weak_password")
+        raise InvalidPayload("password must " + "; ".join(problems), code="weak_password")
 
 
 async def create_user(username: str, password: str, account_type: str, *, active: bool = True) -> User:
@@ -190,7 +185,7 @@ async def authenticate_jwt(ctx: Context, token: str) -> Principal:
     user = await User.get_or_none(id=user_id) if user_id else None
     if user is None or user.account_status != "active":
         raise Unauthorized("user no longer active", code="account_not_active")
-    principal = Principal(str(user.id), user.username, user.account_type)
+    principal = await principal_of(user)
     if len(ctx.principals) > 10_000:
         ctx.principals.clear()
     until = min(now + PRINCIPAL_TTL, now + float(claims["exp"]) - time.time())

@@ -25,6 +25,18 @@ class Links:
     ws_port: int = 8083
 
 
+@dataclass(frozen=True)
+class UserPolicy:
+    """How long mailed keys live, and where their links point (settings `users.*`)."""
+
+    portal_url: str = "http://localhost:8080"
+    activation_days: float = 7
+    email_change_days: float = 7
+    password_reset_hours: float = 24
+    two_factor_code_minutes: float = 10
+    totp_issuer: str = "Gatehouse"
+
+
 @dataclass
 class Context:
     jwt_secret: str
@@ -36,6 +48,7 @@ class Context:
     history_page_max: int = 1000
     # Mail and SMS go through here (handlers/mail.py, handlers/sms.py); default: outbox and log only.
     outbox: Outbox = field(default_factory=Outbox)
+    users: UserPolicy = field(default_factory=UserPolicy)
     # Abuse budgets per flow (handlers/ratelimit.py); default: none.
     limiter: RateLimiter = field(default_factory=RateLimiter)
     # Commands awaiting their device's answer in this process: req_id -> future of the answer.

@@ -26,6 +26,6 @@ def build_app(
     app[CTX] = ctx
     app[HEALTH] = health
     app[DOOR] = door or Door()
-    app.add_routes([ep.route() for ep in ENDPOINTS])
+    app.add_routes([route for ep in ENDPOINTS for route in ep.routes()])
     app.add_routes(openapi.routes(ENDPOINTS))
     return app

@@ -66,8 +66,12 @@ class Endpoint:
             statuses.add(400)
         return sorted(statuses)
 
-    def route(self) -> web.RouteDef:
-        return web.route(self.method, self.path, self._serve)
+    def routes(self) -> list[web.RouteDef]:
+        """The route as documented, and the same path with the trailing slash toggled (spec paths such
+        as `/users/` and `/users/{id}/` are called both ways); /openapi.json lists the documented one."""
+        other = self.path[:-1] if self.path.endswith("/") else self.path + "/"
+        paths = [self.path] if self.path == "/" else [self.path, other]
+        return [web.route(self.method, path, self._serve) for path in paths]
 
     @property
     def openapi_path(self) -> str:

@@ -17,6 +17,7 @@ APP = "models"
 MIGRATIONS = "models.migrations"
 MODEL_MODULES = [
     "models.accounts",
+    "models.tenancy",
     "models.devices",
     "models.telemetry",
     "models.commands",

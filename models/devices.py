@@ -13,6 +13,13 @@ class Device(Model):
     name = fields.CharField(max_length=200)
     location = fields.CharField(max_length=200, default="")
     owner = fields.ForeignKeyField("models.User", related_name="devices", on_delete=fields.CASCADE)
+    # The owner's tenant, copied at creation: partner and customer users see their tenant's devices.
+    tenant_partner = fields.ForeignKeyField(
+        "models.Partner", related_name="devices", null=True, on_delete=fields.RESTRICT
+    )
+    tenant_customer = fields.ForeignKeyField(
+        "models.Customer", related_name="devices", null=True, on_delete=fields.RESTRICT
+    )
     # Public identifier and MQTT username (ESP32 id, Gateway Lite euid, accessory MAC, lock id).
     username = fields.CharField(max_length=128, unique=True)
     api_key_hash = fields.CharField(max_length=64, null=True, index=True)

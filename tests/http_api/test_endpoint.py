@@ -65,7 +65,7 @@ ENDPOINTS = [
 @pytest.fixture
 async def client() -> Any:
     app = web.Application(middlewares=[error_middleware])
-    app.add_routes([ep.route() for ep in ENDPOINTS])
+    app.add_routes([route for ep in ENDPOINTS for route in ep.routes()])
     async with TestClient(TestServer(app)) as client:
         yield client
 

@@ -6,7 +6,6 @@ Runs on the backend the suite runs on (GATEHOUSE_TEST_DB): SQLite files, or fres
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,11 +46,22 @@ async def _schema() -> list[str]:
     """The schema of the open database, one normalised line per table, column and index."""
     conn = connections.get("default")
     if conn.capabilities.dialect == "sqlite":
-        _, rows = await conn.execute_query(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'tortoise_migrations%' "
+        # Column by column (a column added by a migration comes last in SQLite's CREATE text).
+        _, tables = await conn.execute_query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'tortoise_migrations%' "
             "AND name NOT LIKE 'sqlite_%'"
         )
-        return sorted(re.sub(r"\s+", " ", r["sql"]).replace("( ", "(") for r in rows)
+        out = []
+        for table in (r["name"] for r in tables):
+            for pragma in ("table_info", "foreign_key_list"):
+                _, rows = await conn.execute_query(f'PRAGMA {pragma}("{table}")')
+                skip = {"cid"} if pragma == "table_info" else {"id", "seq"}
+                out += [f"{table} {pragma} {sorted((k, v) for k, v in dict(r).items() if k not in skip)}" for r in rows]
+            _, indexes = await conn.execute_query(f'PRAGMA index_list("{table}")')
+            for index in indexes:
+                _, cols = await conn.execute_query(f'PRAGMA index_info("{index["name"]}")')
+                out.append(f"{table} index unique={index['unique']} {[c['name'] for c in cols]}")
+        return sorted(out)
     _, cols = await conn.execute_query(
         "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
         "WHERE table_schema = current_schema() AND table_name <> 'tortoise_migrations'"
@@ -82,9 +92,7 @@ async def _dump(columns: dict[str, list[str]] | None = None) -> dict[str, list[s
     for table in LEGACY_TABLES:
         _, rows = await conn.execute_query(f'SELECT * FROM "{table}" ORDER BY 1')
         keep = None if columns is None else set(columns[table])
-        out[table] = [
-            repr(sorted((k, str(v)) for k, v in dict(r).items() if keep is None or k in keep)) for r in rows
-        ]
+        out[table] = [repr(sorted((k, str(v)) for k, v in dict(r).items() if keep is None or k in keep)) for r in rows]
     return out
 
 
@@ -156,22 +164,50 @@ async def _fill_legacy(url: str) -> tuple[dict[str, list[str]], dict[str, list[s
         now = datetime.now(UTC)
         user_id = str(uuid.uuid4())
         rows: list[tuple[str, dict[str, object]]] = [
-            ("users", {
-                "id": user_id, "created": now, "modified": now, "username": "legacy@example.com",
-                "password_hash": await hash_password(PASSWORD), "account_type": "customer",
-                "account_status": "active", "account_status_updated": now, "first_name": "Lea",
-                "last_name": "Gacy", "phone_number": "",
-            }),
-            ("refresh_tokens", {
-                "user_id": user_id, "token_hash": "r" * 64, "created": now,
-                "expires_at": now + timedelta(days=30), "revoked_at": None,
-            }),
-            ("devices", {
-                "created": now, "kind": "esp32", "name": "old meter", "location": "", "owner_id": user_id,
-                "username": "esp32-legacy", "api_key_hash": "k" * 64, "api_key_created_at": now,
-                "metadata": {"fw": "0.9"}, "online": False, "last_seen": now,
-                "last_payload": {"voltage": 230.5}, "last_payload_at": now,
-            }),
+            (
+                "users",
+                {
+                    "id": user_id,
+                    "created": now,
+                    "modified": now,
+                    "username": "legacy@example.com",
+                    "password_hash": await hash_password(PASSWORD),
+                    "account_type": "customer",
+                    "account_status": "active",
+                    "account_status_updated": now,
+                    "first_name": "Lea",
+                    "last_name": "Gacy",
+                    "phone_number": "",
+                },
+            ),
+            (
+                "refresh_tokens",
+                {
+                    "user_id": user_id,
+                    "token_hash": "r" * 64,
+                    "created": now,
+                    "expires_at": now + timedelta(days=30),
+                    "revoked_at": None,
+                },
+            ),
+            (
+                "devices",
+                {
+                    "created": now,
+                    "kind": "esp32",
+                    "name": "old meter",
+                    "location": "",
+                    "owner_id": user_id,
+                    "username": "esp32-legacy",
+                    "api_key_hash": "k" * 64,
+                    "api_key_created_at": now,
+                    "metadata": {"fw": "0.9"},
+                    "online": False,
+                    "last_seen": now,
+                    "last_payload": {"voltage": 230.5},
+                    "last_payload_at": now,
+                },
+            ),
         ]
         for table, row in rows:
             await _insert(conn, dialect, table, row)
