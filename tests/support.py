@@ -175,6 +175,12 @@ def mail_env(smtp_port: int, **extra: str) -> dict[str, str]:
     }
 
 
+# The session's shared servers serve every test from 127.0.0.1: these flows' per-address budgets
+# are off there (per-account budgets stay on); test_security.py and the flows' own limit tests
+# run servers with the shipped budgets.
+PER_ADDRESS_OFF = ("TWO_FACTOR", "PASSWORD_RESET", "ACTIVATION", "REGISTRATION")
+
+
 def make_server(tmp: Path, **env: str) -> Server:
     """Create the users, then start a server with GATEHOUSE_* `env` set."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -183,6 +189,7 @@ def make_server(tmp: Path, **env: str) -> Server:
         # Every test logs in from 127.0.0.1 and the fuzzer fails hundreds of logins: no per-address
         # budget here. tests/integration/test_security.py runs servers with the shipped limits.
         "GATEHOUSE_LIMITS__LOGIN__PER_ADDRESS": "",
+        **{f"GATEHOUSE_LIMITS__{flow}__PER_ADDRESS": "" for flow in PER_ADDRESS_OFF},
         **env,
     }
     if "GATEHOUSE_DATABASE__URL" not in env and (url := new_database_url()):
