@@ -3,9 +3,12 @@ Envelope for its route (or is forwarded), and handler effects become publishes a
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broker import acl, metrics
 from broker.codec import Publish as Incoming
@@ -63,7 +66,12 @@ class Bridge:
         if packet.retain:
             self.fanout.retain(packet.topic, packet.payload, packet.qos, bounded=True)
 
-    async def route(self, session: Session, packet: Incoming, found: tuple[Route, list[str]], peer: str) -> Outcome:
+    def start(
+        self, session: Session, packet: Incoming, found: tuple[Route, list[str]], peer: str
+    ) -> Awaitable[Outcome]:
+        """Start a routed PUBLISH's handler; what it returns gives the Outcome. A route with a
+        synchronous `start` (telemetry) waits for its commit as one future, not as a task with a
+        chain of coroutines: tens of thousands of publishes may be in flight at once."""
         route, params = found
         assert session.identity is not None
         env = Envelope(
@@ -75,16 +83,49 @@ class Bridge:
             client_id=session.client_id,
             remote=peer,
         )
+        if route.start is None:
+            return self._run(env, route, params)
+        outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            done, effects = route.start(self.ctx, env, params)
+        except Exception as exc:
+            outcome.set_result(self._failed(env, route, params, exc))
+            return outcome
+        done.add_done_callback(functools.partial(self._settle, outcome, env, route, params, effects))
+        return outcome
+
+    def _settle(
+        self,
+        outcome: asyncio.Future[Outcome],
+        env: Envelope,
+        route: Route,
+        params: list[str],
+        effects: list[Effect],
+        done: asyncio.Future[Any],
+    ) -> None:
+        if outcome.done():  # the connection closed meanwhile
+            return
+        if done.cancelled():
+            outcome.set_result(Outcome(False))
+        elif (exc := done.exception()) is not None:
+            outcome.set_result(self._failed(env, route, params, exc))
+        else:
+            outcome.set_result(Outcome(True, effects))
+
+    async def _run(self, env: Envelope, route: Route, params: list[str]) -> Outcome:
         try:
             return Outcome(True, await route.handler(self.ctx, env, params))
-        except GatehouseError as exc:
+        except Exception as exc:
+            return self._failed(env, route, params, exc)
+
+    def _failed(self, env: Envelope, route: Route, params: list[str], exc: BaseException) -> Outcome:
+        if isinstance(exc, GatehouseError):
             metrics.messages_refused.inc()
             log.warning("client %s: refused payload on %s: %.200s", env.client_id, env.topic, exc.detail)
             return Outcome(True, [route.on_error(env, params, exc)])
-        except Exception:
-            metrics.handler_failures.inc()
-            log.exception("handler failed for client %s on %s: closing without PUBACK", env.client_id, env.topic)
-            return Outcome(False)
+        metrics.handler_failures.inc()
+        log.error("handler failed for client %s on %s: closing without PUBACK", env.client_id, env.topic, exc_info=exc)
+        return Outcome(False)
 
     # --- effects ------------------------------------------------------------------------------
 

@@ -159,7 +159,7 @@ class Connection:
         assert self.session is not None
         if packet.qos == 2 and packet.packet_id in self.session.inflight_in:
             return None
-        return self.broker.bridge.route(self.session, packet, found, self.stream.peer)
+        return self.broker.bridge.start(self.session, packet, found, self.stream.peer)
 
     def _finish(self, packet: Publish) -> Any:
         async def finish(outcome: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -61,16 +62,24 @@ def parse_payload(env: Envelope) -> Any:
     return data
 
 
-async def ingest_telemetry(ctx: Context, env: Envelope) -> list[Effect]:
-    """Validate a sample, return once it is committed (group commit); subscribers then get it."""
+def start_telemetry(ctx: Context, env: Envelope) -> tuple[asyncio.Future[None], list[Effect]]:
+    """Validate a sample (raising why not) and queue it for the group commit. The effects hold once
+    the future is done: subscribers get the sample only after it is committed."""
     if env.identity.kind != "device" or env.identity.device_id is None:
         raise Forbidden("only a device may send telemetry", code="not_a_device")
     topic = telemetry_topic(env.identity.username)
     payload = parse_payload(env)
     # A JSON object is stored as the device sent it (it parsed strictly); SenML is stored resolved.
     text = env.payload.decode() if isinstance(payload, dict) else json.dumps(payload, separators=(",", ":"))
-    await ctx.writer.write(Sample(env.identity.device_id, env.received_at, text, env.source))
-    return [Publish(topic, env.payload, qos=env.qos)]
+    committed = ctx.writer.submit(Sample(env.identity.device_id, env.received_at, text, env.source))
+    return committed, [Publish(topic, env.payload, qos=env.qos)]
+
+
+async def ingest_telemetry(ctx: Context, env: Envelope) -> list[Effect]:
+    """Validate a sample, return once it is committed (group commit); subscribers then get it."""
+    committed, effects = start_telemetry(ctx, env)
+    await committed
+    return effects
 
 
 def telemetry_topic(username: str) -> str:

@@ -37,13 +37,18 @@ class TelemetryWriter:
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
 
-    async def write(self, sample: Sample) -> None:
-        """Queue a sample and return once its batch is committed (or raise why it was not)."""
+    def submit(self, sample: Sample) -> asyncio.Future[None]:
+        """Queue a sample; the future is done once its batch is committed (or fails with why not).
+        A plain future, no task: tens of thousands of samples may be waiting at once."""
         if self._task is None:
             raise RuntimeError("telemetry writer is not running")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((sample, fut))
-        await fut
+        return fut
+
+    async def write(self, sample: Sample) -> None:
+        """Queue a sample and return once its batch is committed (or raise why it was not)."""
+        await self.submit(sample)
 
     @property
     def pending(self) -> int:
