@@ -134,7 +134,7 @@ async def login(ctx: Context, req: LoginRequest, *, address: str = "") -> dict[s
         if not user or not ok:
             attempt.fail()
             raise Unauthorized("invalid username or password", code="invalid_credentials")
-    if user.account_status != "active":
+    if user.account_status not in ("active", "transfer"):  # transfer: the old username works until verified
         raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
     return await _issue_tokens(ctx, user)
 
