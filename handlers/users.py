@@ -498,7 +498,7 @@ async def update_user(
             groups = await _groups(principal, ids, account_type, partner_id, customer_id)
     scopes: dict[str, Any] = {}
     for name in ("customer_scopes", "partner_scopes"):
-        if name in sent:
+        if name in sent and _as_view(name, sent[name]) != current[name]:
             scopes[name] = await _scopes(principal, name, sent[name], set(current[name]))
 
     if "avatar" in sent:
