@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
@@ -127,10 +127,19 @@ class PutMe(UserFields):
     tags: list[Tag] = Field(max_length=100)
 
 
+def _storable(value: str | None) -> str | None:
+    """A query string may carry what PostgreSQL cannot store or compare (NUL): refused on both backends."""
+    if value is not None and "\x00" in value:
+        raise ValueError("may not contain \\u0000")
+    return value
+
+
 class CreateQuery(BaseModel):
     portal: bool = Field(False, description="the user is created from the portal (the mail shows only the link)")
     mobile: bool = Field(False, description="the request comes from a mobile app")
-    scheme: str | None = Field(None, max_length=100, description="url scheme the mobile app handles")
+    scheme: str | None = Field(
+        None, max_length=100, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*$", description="url scheme the mobile app handles"
+    )
 
 
 class UserQuery(BaseModel):
@@ -140,6 +149,8 @@ class UserQuery(BaseModel):
     search: str | None = Field(None, max_length=254, description="in username, first or last name, any case")
     limit: int = Field(100, ge=1, le=1000)
     offset: int = Field(0, ge=0, le=2**31 - 1)
+
+    _nul = field_validator("tags", "search")(_storable)
 
 
 class UserView(View):

@@ -55,7 +55,8 @@ async def tenants(server: Server, admin: Api) -> Tenants:
 
 
 async def users_named(server: Server, username: str) -> list[tuple[Any, ...]]:
-    return await fetch(server, "SELECT id, account_status FROM users WHERE username = ?", username)
+    rows = await fetch(server, "SELECT id, account_status FROM users WHERE username = ?", username)
+    return [(str(uid), status) for uid, status in rows]  # PostgreSQL answers a uuid.UUID
 
 
 # --- the view, /me ------------------------------------------------------------------------------
