@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handlers.errors import Forbidden
 from handlers.principal import Principal
-from handlers.users import may_read_preferences, visible_user
+from handlers.user_rules import may_read_preferences, visible_user
 from handlers.views import View
 
 DEFAULTS: dict[str, Any] = {

@@ -15,7 +15,7 @@ from PIL import Image
 
 from handlers.errors import InvalidPayload
 from handlers.user_keys import _digest
-from handlers.users import AVATAR_MAX, decode_avatar
+from handlers.user_rules import AVATAR_MAX, decode_avatar
 from tests.smtp import SmtpSink
 from tests.support import PASSWORD, Api, Server, fetch
 from tests.tenants import Tenants, email
