@@ -134,7 +134,7 @@ async def login(ctx: Context, req: LoginRequest, *, address: str = "") -> dict[s
         if not user or not ok:
             attempt.fail()
             raise Unauthorized("invalid username or password", code="invalid_credentials")
-    if user.account_status != "active":
+    if user.account_status not in ("active", "transfer"):  # transfer: the old username works until verified
         raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
     return await _issue_tokens(ctx, user)
 
@@ -149,7 +149,7 @@ async def refresh(ctx: Context, req: RefreshRequest) -> dict[str, object]:
     won = await RefreshToken.filter(id=token.id, revoked_at=None).update(revoked_at=now)
     if not won:
         raise Unauthorized("invalid or expired refresh token", code="refresh_invalid")
-    if token.user.account_status != "active":
+    if token.user.account_status not in ("active", "transfer"):
         raise Unauthorized(f"account is {token.user.account_status}", code="account_not_active")
     return await _issue_tokens(ctx, token.user)
 
@@ -183,7 +183,7 @@ async def authenticate_jwt(ctx: Context, token: str) -> Principal:
     except ValueError:
         user_id = None
     user = await User.get_or_none(id=user_id) if user_id else None
-    if user is None or user.account_status != "active":
+    if user is None or user.account_status not in ("active", "transfer"):
         raise Unauthorized("user no longer active", code="account_not_active")
     principal = await principal_of(user)
     if len(ctx.principals) > 10_000:

@@ -1,11 +1,11 @@
-"""/auth and /me."""
+"""/auth (/me is in http_api/users.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from handlers import accounts
-from handlers.accounts import LoginRequest, Principal, RefreshRequest, Tokens, UserView
+from handlers.accounts import LoginRequest, Principal, RefreshRequest, Tokens
 from http_api.endpoint import Endpoint
 from http_api.state import client_address, ctx_of
 
@@ -20,10 +20,6 @@ async def refresh(request: web.Request, body: RefreshRequest) -> dict[str, objec
 
 async def logout(request: web.Request, who: Principal, body: RefreshRequest) -> None:
     await accounts.logout(ctx_of(request), who, body)
-
-
-async def me(request: web.Request, who: Principal) -> dict[str, object]:
-    return await accounts.me(who)
 
 
 ENDPOINTS = [
@@ -44,5 +40,4 @@ ENDPOINTS = [
         {204: None}, body=RefreshRequest, tag="accounts",
         description="Access tokens stay valid until they expire, as JWTs do.",
     ),
-    Endpoint("GET", "/me", me, "The calling user", {200: UserView}, tag="accounts"),
 ]
