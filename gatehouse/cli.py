@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
             "gatehouse users create --username admin@example.com --account-type gooee",
             "echo 'S3cret!pass' | gatehouse users create --username a@example.com --account-type customer "
             "--password-stdin",
+            "gatehouse users create --username ops@acme.test --account-type partner --partner PARTNER_ID",
         ),
     )
     _common(create)
@@ -133,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     partners_sub = partners.add_subparsers(
         dest="partners_command", required=True, metavar="COMMAND", parser_class=_Parser
     )
-    partner = partners_sub.add_parser("create", help="create a partner and print its id", description="Create one.")
+    partner = partners_sub.add_parser(
+        "create",
+        help="create a partner and print its id",
+        description="Create a partner and print its id (for `users create --partner`).",
+        epilog=_examples(
+            "gatehouse partners create --name 'Acme Lighting'",
+            "P=$(gatehouse partners create --name Acme) && gatehouse users create --username ops@acme.test "
+            "--account-type partner --partner $P",
+        ),
+    )
     _common(partner)
     partner.add_argument("--name", required=True)
     partner.add_argument("--gateway-lite-provider", action="store_true", help="the partner provides Gateway Lites")
