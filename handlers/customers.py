@@ -6,10 +6,11 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from tortoise.exceptions import IntegrityError, OperationalError
 
+from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, InvalidPayload, NotFound
 from handlers.partners import Name, _still_has
 from handlers.principal import Principal
-from handlers.tenancy import PageQuery, as_uuid, customers_seen_by, page, require, seen_partner
+from handlers.tenancy import PageQuery, as_uuid, customers_seen_by, forget_partner_views, page, require, seen_partner
 from handlers.views import Timestamp, View
 from models.accounts import User
 from models.devices import Device
@@ -79,12 +80,14 @@ async def seen(principal: Principal, customer_id: str) -> Customer:
     return found
 
 
-async def create_customer(principal: Principal, req: CustomerBody) -> dict[str, object]:
+async def create_customer(ctx: Context, principal: Principal, req: CustomerBody) -> dict[str, object]:
     if not principal.is_admin:  # who may create at all, before the body's partner is looked at
         _may_manage(principal, principal.partner_id or "")
     partner_id = await _partner_for(principal, req.partner)
     _may_manage(principal, partner_id)
-    return customer_view(await Customer.create(name=req.name, partner_id=partner_id))
+    customer = await Customer.create(name=req.name, partner_id=partner_id)
+    forget_partner_views(ctx, partner_id)
+    return customer_view(customer)
 
 
 async def list_customers(principal: Principal, q: PageQuery) -> dict[str, object]:
@@ -96,7 +99,7 @@ async def get_customer(principal: Principal, customer_id: str) -> dict[str, obje
 
 
 async def update_customer(
-    principal: Principal, customer_id: str, req: CustomerBody | CustomerPatch
+    ctx: Context, principal: Principal, customer_id: str, req: CustomerBody | CustomerPatch
 ) -> dict[str, object]:
     customer = await seen(principal, customer_id)
     _may_manage(principal, str(customer.partner_id))  # type: ignore[attr-defined]
@@ -105,8 +108,10 @@ async def update_customer(
         changes["partner_id"] = await _partner_for(principal, changes.pop("partner"))
         _may_manage(principal, changes["partner_id"])
     if changes:
+        before = str(customer.partner_id)  # type: ignore[attr-defined]
         customer.update_from_dict(changes)
         await customer.save()
+        forget_partner_views(ctx, before, str(customer.partner_id))  # type: ignore[attr-defined]
     return customer_view(customer)
 
 

@@ -16,6 +16,7 @@ from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from handlers.context import Context
 from handlers.errors import Forbidden, InvalidPayload, NotFound
 from handlers.principal import Principal
 from models.accounts import User
@@ -212,3 +213,12 @@ async def seen_customer(principal: Principal, raw: str, field: str = "customer")
 
 class PermissionList(RootModel[list[str]]):
     """Sorted permission codenames."""
+
+
+def forget_partner_views(ctx: Context, *partner_ids: str) -> None:
+    """A customer was added to or moved between these partners: every cached principal that sees one
+    of them is dropped, so the partners' users see the change at once (not after PRINCIPAL_TTL)."""
+    wanted = set(partner_ids)
+    for token, (principal, _) in list(ctx.principals.items()):
+        if principal.partners & wanted:
+            ctx.principals.pop(token, None)

@@ -43,7 +43,7 @@ async def delete_partner(request: web.Request, who: Principal) -> None:
 
 
 async def create_customer(request: web.Request, who: Principal, body: CustomerBody) -> dict[str, object]:
-    return await customers.create_customer(who, body)
+    return await customers.create_customer(ctx_of(request), who, body)
 
 
 async def list_customers(request: web.Request, who: Principal, query: PageQuery) -> dict[str, object]:
@@ -55,11 +55,11 @@ async def get_customer(request: web.Request, who: Principal) -> dict[str, object
 
 
 async def replace_customer(request: web.Request, who: Principal, body: CustomerBody) -> dict[str, object]:
-    return await customers.update_customer(who, _id(request), body)
+    return await customers.update_customer(ctx_of(request), who, _id(request), body)
 
 
 async def patch_customer(request: web.Request, who: Principal, body: CustomerPatch) -> dict[str, object]:
-    return await customers.update_customer(who, _id(request), body)
+    return await customers.update_customer(ctx_of(request), who, _id(request), body)
 
 
 async def delete_customer(request: web.Request, who: Principal) -> None:
