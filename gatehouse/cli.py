@@ -114,12 +114,39 @@ def build_parser() -> argparse.ArgumentParser:
             "gatehouse users create --username admin@example.com --account-type gooee",
             "echo 'S3cret!pass' | gatehouse users create --username a@example.com --account-type customer "
             "--password-stdin",
+            "gatehouse users create --username ops@acme.test --account-type partner --partner PARTNER_ID",
         ),
     )
     _common(create)
     create.add_argument("--username", required=True)
     create.add_argument("--account-type", required=True, choices=["gooee", "partner", "customer"])
     create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    tenant = create.add_mutually_exclusive_group()
+    tenant.add_argument("--partner", metavar="ID", help="the partner of a partner user (required for one)")
+    tenant.add_argument("--customer", metavar="ID", help="the customer of a customer user")
+
+    partners = sub.add_parser(
+        "partners",
+        help="manage partners (the first ones; then use the REST API)",
+        description="Create a partner from the command line; prints its id.",
+        epilog=_examples("gatehouse partners create --name 'Acme Lighting' --gateway-lite-provider"),
+    )
+    partners_sub = partners.add_subparsers(
+        dest="partners_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    partner = partners_sub.add_parser(
+        "create",
+        help="create a partner and print its id",
+        description="Create a partner and print its id (for `users create --partner`).",
+        epilog=_examples(
+            "gatehouse partners create --name 'Acme Lighting'",
+            "P=$(gatehouse partners create --name Acme) && gatehouse users create --username ops@acme.test "
+            "--account-type partner --partner $P",
+        ),
+    )
+    _common(partner)
+    partner.add_argument("--name", required=True)
+    partner.add_argument("--gateway-lite-provider", action="store_true", help="the partner provides Gateway Lites")
 
     outbox = sub.add_parser(
         "outbox",
@@ -197,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(_db(args))
         elif args.command == "users":
             return _run(_create_user(args))
+        elif args.command == "partners":
+            return _run(_create_partner(args))
         elif args.command == "outbox":
             return _run(_outbox(args))
         elif args.command == "sim":
@@ -248,8 +277,8 @@ async def _db(args: argparse.Namespace) -> int:
 
 
 async def _create_user(args: argparse.Namespace) -> int:
-    from handlers.accounts import create_user
     from handlers.errors import GatehouseError
+    from handlers.tenancy import create_tenant_user
     from models.db import close_db, init_db
 
     settings = _settings(args)
@@ -263,13 +292,34 @@ async def _create_user(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = await init_db(settings.database_url)
     try:
-        user = await create_user(args.username, password, args.account_type)
+        user = await create_tenant_user(
+            args.username, password, args.account_type, partner=args.partner, customer=args.customer
+        )
     except GatehouseError as exc:
         print(f"gatehouse: {exc.detail}", file=sys.stderr)
         return 1
     finally:
         await close_db(db)
     print(f"created {user.account_type} user {user.username} ({user.id})")
+    return 0
+
+
+async def _create_partner(args: argparse.Namespace) -> int:
+    from models.db import close_db, init_db
+    from models.tenancy import Partner
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await init_db(settings.database_url)
+    try:
+        name = args.name.strip()
+        if not name or len(name) > 200:
+            print("gatehouse: --name must be 1 to 200 characters", file=sys.stderr)
+            return 1
+        partner = await Partner.create(name=name, is_gateway_lite_provider=args.gateway_lite_provider)
+    finally:
+        await close_db(db)
+    print(partner.id)
     return 0
 
 

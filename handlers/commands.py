@@ -86,7 +86,7 @@ def command_view(cmd: Command, now: datetime | None = None) -> dict[str, Any]:
 
 async def send_command(ctx: Context, principal: Principal, device_id: int, req: CommandRequest) -> dict[str, Any]:
     """Store and publish a command (QoS 1); with a timeout, wait in-process for the device's answer."""
-    device = await owned_device(principal, device_id)
+    device = await owned_device(principal, device_id, "change_device")
     now = datetime.now(UTC)
     cmd = await Command.create(
         req_id=secrets.token_urlsafe(9),

@@ -14,6 +14,7 @@ from handlers.effects import DisconnectDevice, Effect
 from handlers.envelope import Identity
 from handlers.errors import Conflict, NotFound, Unauthorized
 from handlers.secrets import digest, digest_matches
+from handlers.tenancy import devices_seen_by, has_tenant, require
 from handlers.views import Timestamp, View
 from models.devices import DEVICE_KINDS, Device, DeviceClaim
 
@@ -95,30 +96,41 @@ def device_view(device: Device) -> dict[str, object]:
 
 
 async def create_device(principal: Principal, req: CreateDevice) -> dict[str, object]:
+    if has_tenant(principal):
+        require(principal, "add_device")
     username = req.username or f"{req.kind.replace('_', '-')}-{secrets.token_hex(6)}"
     try:
         device = await Device.create(
-            name=req.name, location=req.location, kind=req.kind, username=username, owner_id=principal.user_id
+            name=req.name,
+            location=req.location,
+            kind=req.kind,
+            username=username,
+            owner_id=principal.user_id,
+            # The creator's tenant: its users see the device (handlers.tenancy.devices_seen_by).
+            tenant_partner_id=principal.partner_id,
+            tenant_customer_id=principal.customer_id,
         )
     except IntegrityError as exc:
         raise Conflict(f"a device with username {username!r} already exists", code="duplicate_username") from exc
     return device_view(device)
 
 
-async def owned_device(principal: Principal, device_id: int) -> Device:
-    """The device if the caller owns it (or is gooee); NotFound otherwise, so ids do not leak."""
-    query = Device.filter(id=device_id)
-    if not principal.is_admin:
-        query = query.filter(owner_id=principal.user_id)
-    device = await query.first()
+async def owned_device(principal: Principal, device_id: int, need: str | None = None) -> Device:
+    """The device if the caller sees it (their own, their tenants', or any for gooee); NotFound
+    otherwise, so ids do not leak. `need` is the permission the action takes: a user with a tenant
+    must hold it (403 `permission_denied`); `delete_device` only for a device that is not their own."""
+    device = await Device.filter(devices_seen_by(principal), id=device_id).first()
     if device is None:
         raise NotFound(f"device {device_id} not found", code="device_not_found")
+    if need and has_tenant(principal):
+        own = str(device.owner_id) == principal.user_id  # type: ignore[attr-defined]
+        if not (need == "delete_device" and own):
+            require(principal, need)
     return device
 
 
 async def list_devices(principal: Principal) -> dict[str, object]:
-    query = Device.all() if principal.is_admin else Device.filter(owner_id=principal.user_id)
-    devices = await query.order_by("id")
+    devices = await Device.filter(devices_seen_by(principal)).order_by("id")
     return {"count": len(devices), "results": [device_view(d) for d in devices]}
 
 
@@ -127,7 +139,7 @@ async def get_device(principal: Principal, device_id: int) -> dict[str, object]:
 
 
 async def delete_device(principal: Principal, device_id: int) -> list[Effect]:
-    device = await owned_device(principal, device_id)
+    device = await owned_device(principal, device_id, "delete_device")
     await device.delete()
     return [DisconnectDevice(device.username, "device deleted", forget=True)]
 

@@ -56,7 +56,7 @@ class ClaimResponse(View):
 
 async def issue_token(principal: Principal, device_id: int, req: ProvisionRequest) -> dict[str, object]:
     """Issue a provisioning token for a device the caller owns; shown once, stored hashed."""
-    device = await owned_device(principal, device_id)
+    device = await owned_device(principal, device_id, "change_device")
     token = new_secret()
     expires_at = datetime.now(UTC) + timedelta(minutes=req.lifetime_minutes) if req.lifetime_minutes else None
     await ProvisioningToken.create(device=device, token_hash=digest(token), notes=req.notes, expires_at=expires_at)

@@ -92,8 +92,9 @@ async def get_command(request: web.Request, who: Principal) -> dict[str, Any]:
 ENDPOINTS = [
     Endpoint(
         "POST", "/gateway/devices", create_device, "Register a device",
-        {201: DeviceView}, errors=(409,), body=CreateDevice, tag="devices",
-        description="409 `duplicate_username` when the MQTT username is taken.",
+        {201: DeviceView}, errors=(403, 409), body=CreateDevice, tag="devices",
+        description="409 `duplicate_username` when the MQTT username is taken. 403 `permission_denied`: a "
+        "partner or customer user without `add_device`.",
     ),
     Endpoint(
         "GET", "/gateway/devices", list_devices, "The caller's devices (gooee: all)",
@@ -107,12 +108,15 @@ ENDPOINTS = [
     Endpoint("GET", DEVICE, get_device, "One device", {200: DeviceView}, errors=(404,), tag="devices"),
     Endpoint(
         "DELETE", DEVICE, delete_device, "Delete a device; its MQTT connections are closed",
-        {204: None}, errors=(404,), tag="devices",
+        {204: None}, errors=(403, 404), tag="devices",
+        description="403 `permission_denied`: a partner or customer user without `delete_device` "
+        "deleting a device they did not create.",
     ),
     Endpoint(
         "POST", f"{DEVICE}/provision", provision, "Issue a one-time provisioning token",
-        {201: ProvisioningTokenView}, errors=(404,), body=ProvisionRequest, tag="provisioning",
-        description="Without `lifetime_minutes` the token never expires.",
+        {201: ProvisioningTokenView}, errors=(403, 404), body=ProvisionRequest, tag="provisioning",
+        description="Without `lifetime_minutes` the token never expires. 403 `permission_denied`: a partner or "
+        "customer user without `change_device`.",
     ),
     Endpoint(
         "GET", f"{DEVICE}/claims", claims, "The device's last 50 claims",
@@ -129,8 +133,9 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST", f"{DEVICE}/commands", send_command, "Send a command to the device (docs/commands.md)",
-        {200: CommandView, 202: CommandView}, errors=(404,), body=CommandRequest, tag="commands",
-        description="202 while the device has not answered (timeout 0, or the wait ran out); 200 once it did.",
+        {200: CommandView, 202: CommandView}, errors=(403, 404), body=CommandRequest, tag="commands",
+        description="202 while the device has not answered (timeout 0, or the wait ran out); 200 once it did. "
+        "403 `permission_denied`: a partner or customer user without `change_device`.",
     ),
     Endpoint(
         "GET", f"{DEVICE}/commands", list_commands, "The device's commands, newest first",
