@@ -309,6 +309,18 @@ async def test_resend_voids_the_old_key(mail_server: Server, boss: Api, smtpd: S
     assert len(smtpd.to(username)) == 2
 
 
+async def test_resend_keeps_the_kind_of_the_first_invitation(mail_server: Server, boss: Api, smtpd: SmtpSink) -> None:
+    """A user first invited from the portal (POST /users/?portal=true) gets a portal mail again: the link only."""
+    username = unique("portal")
+    user_id = await make_user(mail_server, username)
+    async with server_db(mail_server):
+        await user_keys.issue(await User.get(id=user_id), "activation", timedelta(days=7), {"portal": True})
+    status, body = await boss.call("POST", f"/users/{user_id}/resend_invitation/")
+    assert (status, body) == (201, {"detail": RESENT})
+    (mail,) = await smtpd.wait_for(username)
+    assert "Your activation key" not in mail.body and "/#/user-registration/" in mail.body, mail.body
+
+
 async def test_resend_errors(mail_server: Server, boss: Api) -> None:
     for raw in (str(uuid.uuid4()), "not-a-uuid", "1"):
         status, body = await boss.call("POST", f"/users/{raw}/resend_invitation/")
