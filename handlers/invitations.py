@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from handlers import user_keys
+from handlers.accounts import forget_principal
 from handlers.context import Context
+from handlers.errors import Forbidden, InvalidPayload, NotFound
 from handlers.mail import send_mail
-from models.accounts import User
+from handlers.principal import Principal
+from handlers.tenancy import users_seen_by
+from models.accounts import User, UserKey
+
+RESENT = "A new invitation was sent to the user."
+# An account that was activated is not invited again (an `inactive` one is: new or deactivated).
+ACTIVATED = ("active", "transfer")
 
 
 def app_query(mobile: bool, scheme: str | None) -> str:
@@ -29,7 +38,7 @@ async def invite(
 ) -> str:
     """Make `user` pending with a fresh activation key (earlier ones stop working) and mail it.
     Returns the key (the caller never shows it to the inviter)."""
-    key = await user_keys.issue(user, "activation", timedelta(days=ctx.users.activation_days))
+    key = await user_keys.issue(user, "activation", timedelta(days=ctx.users.activation_days), {"portal": portal})
     user.account_status = "pending"
     user.account_status_updated = datetime.now(UTC)
     await user.save(update_fields=["account_status", "account_status_updated", "modified"])
@@ -47,3 +56,42 @@ async def invite(
     body += f"\nThe key works once and expires in {days} days.\n"
     await send_mail(ctx, user.username, "Your Gatehouse invitation", body)
     return key
+
+
+def may_manage(principal: Principal, user: User) -> bool:
+    """Whether `principal` may manage `user` (invite, change): gooee users may manage anyone they see;
+    others need `manage_partner_users` for a partner user, `manage_customer_users` for a customer user.
+    Whether they see the user at all is `tenancy.users_seen_by` (404 otherwise)."""
+    if principal.is_admin:
+        return True
+    needed = {"partner": "manage_partner_users", "customer": "manage_customer_users"}.get(user.account_type)
+    return needed is not None and principal.may(needed)
+
+
+async def visible_user(principal: Principal, raw_id: str) -> User:
+    """The user with this id if the principal sees them; 404 `user_not_found` otherwise (a malformed id too)."""
+    try:
+        user_id = uuid.UUID(raw_id)
+    except ValueError:
+        user_id = None
+    user = await User.filter(users_seen_by(principal), id=user_id).first() if user_id else None
+    if user is None:
+        raise NotFound(f"user {raw_id} not found", code="user_not_found")
+    return user
+
+
+async def resend(
+    ctx: Context, principal: Principal, raw_id: str, *, mobile: bool = False, scheme: str | None = None
+) -> dict[str, str]:
+    """POST /users/(id)/resend_invitation/: a new activation key (the old one stops working) in the
+    same kind of mail as the first invitation (portal or API)."""
+    user = await visible_user(principal, raw_id)
+    if not may_manage(principal, user):
+        raise Forbidden("you may not manage this user", code="forbidden")
+    if user.account_status in ACTIVATED:
+        raise InvalidPayload(f"the account is already {user.account_status}", code="already_active")
+    last = await UserKey.filter(user_id=user.id, purpose="activation").order_by("-id").first()
+    portal = bool(last and last.data.get("portal"))
+    await invite(ctx, user, portal=portal, mobile=mobile, scheme=scheme)
+    forget_principal(ctx, str(user.id))
+    return {"detail": RESENT}

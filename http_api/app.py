@@ -8,14 +8,21 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accounts, gateway, openapi, system, tenancy, users
+from http_api import accounts, gateway, openapi, system, tenancy, user_flows, users
 from http_api.errors import error_middleware, quiet_unparseable_requests
 from http_api.state import CTX, DOOR, HEALTH, Door
 
 MAX_BODY = 1024 * 1024
 
 # Every REST route is an Endpoint: served and documented from the same value.
-ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *tenancy.ENDPOINTS, *users.ENDPOINTS, *gateway.ENDPOINTS]
+ENDPOINTS = [
+    *system.ENDPOINTS,
+    *accounts.ENDPOINTS,
+    *user_flows.ENDPOINTS,  # before users': /users/register/ and the like are not /users/{id}/
+    *tenancy.ENDPOINTS,
+    *users.ENDPOINTS,
+    *gateway.ENDPOINTS,
+]
 
 
 def build_app(
