@@ -45,6 +45,8 @@ def decode_avatar(value: str | None) -> tuple[bytes, str] | None:
         raise _bad("too large")
     try:
         with Image.open(io.BytesIO(raw)) as img:
+            img.verify()  # the file's structure and checksums (a cut-off PNG passes load() alone)
+        with Image.open(io.BytesIO(raw)) as img:
             kind = img.format or ""
             width, height = img.size
             if kind not in MIME_TYPES:

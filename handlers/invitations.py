@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from handlers import user_keys
 from handlers.accounts import forget_principal
 from handlers.context import Context
-from handlers.errors import Forbidden, InvalidPayload, NotFound
+from handlers.errors import InvalidPayload
 from handlers.mail import send_mail
 from handlers.principal import Principal
-from handlers.tenancy import users_seen_by
+from handlers.user_rules import require_manager, visible_user
 from models.accounts import User, UserKey
 
 RESENT = "A new invitation was sent to the user."
@@ -58,36 +57,13 @@ async def invite(
     return key
 
 
-def may_manage(principal: Principal, user: User) -> bool:
-    """Whether `principal` may manage `user` (invite, change): gooee users may manage anyone they see;
-    others need `manage_partner_users` for a partner user, `manage_customer_users` for a customer user.
-    Whether they see the user at all is `tenancy.users_seen_by` (404 otherwise)."""
-    if principal.is_admin:
-        return True
-    needed = {"partner": "manage_partner_users", "customer": "manage_customer_users"}.get(user.account_type)
-    return needed is not None and principal.may(needed)
-
-
-async def visible_user(principal: Principal, raw_id: str) -> User:
-    """The user with this id if the principal sees them; 404 `user_not_found` otherwise (a malformed id too)."""
-    try:
-        user_id = uuid.UUID(raw_id)
-    except ValueError:
-        user_id = None
-    user = await User.filter(users_seen_by(principal), id=user_id).first() if user_id else None
-    if user is None:
-        raise NotFound(f"user {raw_id} not found", code="user_not_found")
-    return user
-
-
 async def resend(
     ctx: Context, principal: Principal, raw_id: str, *, mobile: bool = False, scheme: str | None = None
 ) -> dict[str, str]:
     """POST /users/(id)/resend_invitation/: a new activation key (the old one stops working) in the
     same kind of mail as the first invitation (portal or API)."""
     user = await visible_user(principal, raw_id)
-    if not may_manage(principal, user):
-        raise Forbidden("you may not manage this user", code="forbidden")
+    require_manager(principal, user)
     if user.account_status in ACTIVATED:
         raise InvalidPayload(f"the account is already {user.account_status}", code="already_active")
     last = await UserKey.filter(user_id=user.id, purpose="activation").order_by("-id").first()

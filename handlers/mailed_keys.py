@@ -9,15 +9,12 @@ from datetime import UTC, datetime
 from handlers import user_keys
 from handlers.accounts import check_password_rules
 from handlers.errors import Gone, InvalidPayload
+from handlers.user_rules import field_error
 from models.accounts import RefreshToken, UserKey
 
 
-def field_error(field: str, message: str, code: str) -> InvalidPayload:
-    return InvalidPayload(message, code=code, errors=[{"field": field, "message": message}])
-
-
 def invalid_key(field: str, what: str) -> InvalidPayload:
-    return field_error(field, f"this {what} is not valid (unknown or already used)", "invalid_key")
+    return field_error(InvalidPayload, field, f"this {what} is not valid (unknown or already used)", "invalid_key")
 
 
 def expired_key(field: str, what: str) -> Gone:
@@ -40,11 +37,12 @@ def check_new_password(password: str, confirm: str) -> None:
     """400 `password_mismatch` naming `password_confirm`, then 400 `weak_password` naming `password`
     with every rule it breaks (spec/users.rst, Complex Constraints)."""
     if password != confirm:
-        raise field_error("password_confirm", "password_confirm does not match password", "password_mismatch")
+        message = "password_confirm does not match password"
+        raise field_error(InvalidPayload, "password_confirm", message, "password_mismatch")
     try:
         check_password_rules(password)
     except InvalidPayload as exc:
-        raise field_error("password", exc.detail, exc.code) from None
+        raise field_error(InvalidPayload, "password", exc.detail, exc.code) from None
 
 
 async def end_sessions(user_id: str) -> None:

@@ -11,14 +11,10 @@ Nobody but a gooee user manages gooee users.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import re
 import uuid
 from typing import Any
 
-from PIL import Image
 from tortoise.expressions import Q
 
 from handlers.errors import Conflict, Forbidden, GatehouseError, InvalidPayload, NotFound
@@ -30,8 +26,6 @@ from models.tenancy import Customer, Partner, UserGroup
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 EMAIL_RE = re.compile(EMAIL_PATTERN)
 MAX_GROUPS = 5
-AVATAR_MAX = 1024 * 1024  # decoded bytes
-AVATAR_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 
 
 def field_error(cls: type[GatehouseError], field: str, message: str, code: str) -> GatehouseError:
@@ -87,31 +81,6 @@ def may_read_preferences(principal: Principal, user: User) -> bool:
 
 
 # --- field checks --------------------------------------------------------------------------------
-
-
-def decode_avatar(value: str) -> tuple[bytes, str]:
-    """A base64 image (raw or a data URI) as (bytes, type); 400 naming `avatar` unless it is a PNG,
-    JPEG or WebP of at most 1 MiB."""
-    text = value.strip()
-    if text.startswith("data:"):
-        header, sep, text = text.partition(",")
-        if not sep or not header.endswith(";base64"):
-            raise field_error(InvalidPayload, "avatar", "a data URI must be data:...;base64,...", "invalid_avatar")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise field_error(InvalidPayload, "avatar", "not valid base64", "invalid_avatar") from None
-    if len(data) > AVATAR_MAX:
-        raise field_error(InvalidPayload, "avatar", "larger than 1 MiB", "invalid_avatar")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind = AVATAR_FORMATS.get(image.format or "")
-            image.verify()
-    except Exception:  # pillow raises many kinds for a broken image
-        kind = None
-    if kind is None:
-        raise field_error(InvalidPayload, "avatar", "must be a PNG, JPEG or WebP image", "invalid_avatar")
-    return data, kind
 
 
 def check_email(value: str) -> str:

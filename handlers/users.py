@@ -8,6 +8,7 @@ yourself groups, scopes or another tenant).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from tortoise.transactions import in_transaction
 
 from handlers import invitations, user_keys
 from handlers.accounts import check_password_rules, forget_principal
+from handlers.avatars import decode_avatar
 from handlers.context import Context
 from handlers.errors import Conflict, Forbidden, InvalidPayload
 from handlers.mail import send_mail
@@ -34,7 +36,6 @@ from handlers.user_rules import (
     check_scopes,
     check_tenant,
     check_username_free,
-    decode_avatar,
     field_error,
     may_manage,
     require_manager,
@@ -184,7 +185,7 @@ async def user_view(user: User, *, loaded: bool = False) -> dict[str, Any]:
         await user.fetch_related("user_groups", "customer_scopes", "partner_scopes")
     avatar = None
     if user.avatar:
-        avatar = f"data:image/{user.avatar_type or 'png'};base64,{base64.b64encode(user.avatar).decode()}"
+        avatar = f"data:{user.avatar_type or 'image/png'};base64,{base64.b64encode(user.avatar).decode()}"
     partner_id = user.partner_id  # type: ignore[attr-defined]
     customer_id = user.customer_id  # type: ignore[attr-defined]
     return {
@@ -228,7 +229,7 @@ async def create_user(
     groups = await check_groups(principal, req.user_groups or [], req.account_type, req.partner, req.customer)
     c_scopes = await check_scopes(principal, "customer_scopes", req.customer_scopes or [], set())
     p_scopes = await check_scopes(principal, "partner_scopes", req.partner_scopes or [], set())
-    avatar, avatar_type = decode_avatar(req.avatar) if req.avatar else (None, "")
+    avatar, avatar_type = await asyncio.to_thread(decode_avatar, req.avatar) or (None, "")
     await check_username_free(username)
     password_hash = await hash_password(req.password) if req.password else ""
     try:
@@ -337,7 +338,7 @@ async def update_user(
             scopes[name] = await check_scopes(principal, name, sent[name], set(current[name]))
 
     if "avatar" in sent:
-        user.avatar, user.avatar_type = decode_avatar(sent["avatar"]) if sent["avatar"] else (None, "")
+        user.avatar, user.avatar_type = await asyncio.to_thread(decode_avatar, sent["avatar"]) or (None, "")
     for name in ("first_name", "last_name"):
         if name in sent:
             setattr(user, name, sent[name])

@@ -355,14 +355,14 @@ async def test_resend_needs_the_permission_and_the_tenant(
     status, body = await manager.call("POST", f"/users/{our_customer_user}/resend_invitation/")
     assert (status, body) == (201, {"detail": RESENT})
     status, body = await manager.call("POST", f"/users/{our_partner_user}/resend_invitation/")
-    assert_error(status, body, 403, "forbidden")
+    assert_error(status, body, 403, "permission_denied")
     status, body = await manager.call("POST", f"/users/{their_user}/resend_invitation/")
     assert_error(status, body, 404, "user_not_found")
 
     plain = Api(http, mail_server.url)
     await plain.login(clerk)
     status, body = await plain.call("POST", f"/users/{our_customer_user}/resend_invitation/")
-    assert_error(status, body, 403, "forbidden")
+    assert_error(status, body, 403, "permission_denied")
     # Only the permitted request sent a mail, and it left only that user pending.
     assert (await user_row(mail_server, our_customer_user))["status"] == "pending"
     assert (await user_row(mail_server, our_partner_user))["status"] == "inactive"
