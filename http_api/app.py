@@ -8,14 +8,14 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accounts, gateway, openapi, system
+from http_api import accounts, gateway, openapi, system, two_factor
 from http_api.errors import error_middleware, quiet_unparseable_requests
 from http_api.state import CTX, DOOR, HEALTH, Door
 
 MAX_BODY = 1024 * 1024
 
 # Every REST route is an Endpoint: served and documented from the same value.
-ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *gateway.ENDPOINTS]
+ENDPOINTS = [*system.ENDPOINTS, *accounts.ENDPOINTS, *gateway.ENDPOINTS, *two_factor.ENDPOINTS]
 
 
 def build_app(

@@ -24,6 +24,7 @@ ERRORS = {
     400: "invalid JSON (`invalid_json`) or a body or query that breaks the schema (`invalid_schema`, with `Status: "
     "InvalidSchema`), or a rule the schema cannot say",
     401: "missing, invalid or expired credentials",
+    403: "not allowed (`permission_denied`): the caller sees the object but lacks the permission",
     404: "not found: the route (`unknown_endpoint`, with `Status: UnknownEndpoint`) or what it names "
     "(another tenant's device reads as missing)",
     409: "conflict",
