@@ -156,6 +156,7 @@ CHECKS = os.environ.get("GATEHOUSE_FUZZ_CHECKS") or (
 )
 MAX_EXAMPLES = int(os.environ.get("GATEHOUSE_FUZZ_EXAMPLES") or 30)
 FUZZ_USER = "fuzz@example.com"
+HOOKS = Path(__file__).resolve().parent.parent / "schemathesis_hooks.py"
 
 # Tokens come from the environment (schemathesis reads ${VAR} in its config), never from the file.
 USER_AUTH = """
@@ -196,7 +197,8 @@ def schemathesis(server: Server, tmp: Path, name: str, config: str, env: dict[st
         "--report", "json", "--report-json-path", str(report),
         *selection,
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env}, cwd=tmp)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), **env}  # HOOKS: ast.parse one thread at a time
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp)
     assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(report.read_text())
     failed = result["test_cases"]["with_failures"] or result["errors"] or result["failures"]
