@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from tortoise.exceptions import IntegrityError
 
+from handlers import two_factor
 from handlers.context import Context
 from handlers.errors import Conflict, InvalidPayload, Unauthorized
 from handlers.principal import Principal
@@ -29,6 +30,12 @@ from models.accounts import ACCOUNT_TYPES, RefreshToken, User
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
+    two_factor_auth_code: str | None = Field(
+        None,
+        pattern=two_factor.CODE_PATTERN,
+        description="users with two-factor authentication: the app's current code, or the code sent by "
+        "email/SMS after a login without one answered 401 `two_factor_required`",
+    )
 
 
 class RefreshRequest(BaseModel):
@@ -134,8 +141,12 @@ async def login(ctx: Context, req: LoginRequest, *, address: str = "") -> dict[s
         if not user or not ok:
             attempt.fail()
             raise Unauthorized("invalid username or password", code="invalid_credentials")
-    if user.account_status not in ("active", "transfer"):  # transfer: the old username works until verified
-        raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
+        if user.account_status not in ("active", "transfer"):  # transfer: the old username works until verified
+            raise Unauthorized(f"account is {user.account_status}", code="account_not_active")
+        if user.two_factor_method:  # the second step; a wrong code is a failed login too
+            await two_factor.check_login(ctx, user, req.two_factor_auth_code, address=address, login=attempt)
+    user.last_login = datetime.now(UTC)
+    await User.filter(id=user.id).update(last_login=user.last_login)
     return await _issue_tokens(ctx, user)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
@@ -15,6 +15,10 @@ class ErrorBody(View):
     detail: str = Field(description="what went wrong, for a human")
     code: str = Field(description="stable machine-readable code, e.g. invalid_schema, device_not_found")
     errors: list[dict[str, Any]] = Field(description='schema errors: [{"field", "message"}]; otherwise empty')
+    # Keys some errors add (GatehouseError `extra`); absent from every other error.
+    method: Literal["app", "email", "sms"] | None = Field(
+        None, description="`two_factor_required` (and `two_factor_code_expired`) only: the user's 2FA method"
+    )
 
 
 class GatehouseError(Exception):
@@ -23,15 +27,23 @@ class GatehouseError(Exception):
     status = 400
     code = "error"
 
-    def __init__(self, detail: str, *, code: str | None = None, errors: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: list[Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         if code:
             self.code = code
         self.errors = errors or []
+        self.extra = extra or {}  # more keys for the body; each must be an (optional) ErrorBody field
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail, "code": self.code, "errors": self.errors}
+        return {"detail": self.detail, "code": self.code, "errors": self.errors, **self.extra}
 
 
 class InvalidPayload(GatehouseError):

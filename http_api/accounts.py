@@ -26,7 +26,10 @@ ENDPOINTS = [
     Endpoint(
         "POST", "/auth/login", login, "Log in: an access token and a refresh token",
         {200: Tokens}, errors=(401, 429), auth=None, body=LoginRequest, tag="accounts",
-        description="401 `invalid_credentials` or `account_not_active`. 429 `rate_limited` (too many failed "
+        description="401 `invalid_credentials` or `account_not_active`. A user with two-factor authentication: "
+        "401 `two_factor_required` with `method` (app, email, sms; email/sms: a code was sent) when "
+        "`two_factor_auth_code` is missing, `invalid_two_factor_code` for a wrong or already used one, "
+        "`two_factor_code_expired`. 429 `rate_limited` (too many failed "
         "logins from this address) or `account_locked` (too many for this username), with `Retry-After`; "
         "see docs/security.md.",
     ),

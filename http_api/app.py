@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accounts, gateway, openapi, system, tenancy, user_flows, users
+from http_api import accounts, gateway, openapi, system, tenancy, two_factor, user_flows, users
 from http_api.errors import error_middleware, quiet_unparseable_requests
 from http_api.state import CTX, DOOR, HEALTH, Door
 
@@ -21,6 +21,7 @@ ENDPOINTS = [
     *user_flows.ENDPOINTS,  # before users': /users/register/ and the like are not /users/{id}/
     *tenancy.ENDPOINTS,
     *users.ENDPOINTS,
+    *two_factor.ENDPOINTS,
     *gateway.ENDPOINTS,
 ]
 

@@ -31,9 +31,15 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, detail: str, code: str, errors: list[object] | None = None, headers: dict[str, str] | None = None
+    status: int,
+    detail: str,
+    code: str,
+    errors: list[object] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
-    body = ErrorBody.model_validate({"detail": detail, "code": code, "errors": errors or []}).model_dump()
+    fields = {"detail": detail, "code": code, "errors": errors or [], **(extra or {})}
+    body = ErrorBody.model_validate(fields).model_dump(exclude_unset=True)  # optional keys only when given
     return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, default=str))
 
 
@@ -47,7 +53,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         if isinstance(exc, RateLimited):
             headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
-        return error_response(exc.status, exc.detail, exc.code, exc.errors, headers)
+        return error_response(exc.status, exc.detail, exc.code, exc.errors, headers, exc.extra)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -1,0 +1,137 @@
+"""The README's users walk-through, step by step, on a server with the embedded defaults (no SMTP:
+mail is read with `gatehouse outbox`, as the README does): a partner, an invited partner user who
+registers, logs in, turns on TOTP, logs in with a code, changes their email, resets their password;
+and a user of another partner who sees none of it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyotp
+import pytest
+
+from tests.support import PASSWORD, Api, Server, gatehouse, make_server
+
+NEW_PASSWORD = "N3w!password"
+RESET_PASSWORD = "R3set!password"
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = make_server(tmp_path_factory.mktemp("gatehouse-walkthrough"))
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-5000:]
+
+
+def newest_mail(server: Server, to: str) -> dict[str, Any]:
+    """`gatehouse outbox --to ADDRESS --limit 1 --json`, as the README reads an invitation."""
+    done = gatehouse("outbox", "--to", to, "--limit", "1", "--json", data_dir=server.data_dir, env=server.env)
+    assert done.returncode == 0, done.stderr
+    messages = json.loads(done.stdout)
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def found(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in {text!r}"
+    return match.group(1)
+
+
+async def test_the_readme_users_walkthrough(plain: Server, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    admin = Api(http, plain.url)
+    await admin.login("admin@example.com")
+
+    # A partner, and one of its users invited (pending until they register).
+    status, acme = await admin.call("POST", "/partners/", {"name": "Acme"})
+    assert status == 201, acme
+    status, olga = await admin.call(
+        "POST",
+        "/users/",
+        {"username": "olga@acme.example", "account_type": "partner", "partner": acme["id"],
+         "first_name": "Olga", "last_name": "Ops"},
+    )  # fmt: skip
+    assert status == 201 and olga["account_status"] == "pending", olga
+
+    # The invitation, read from the outbox; registering with its key.
+    invitation = newest_mail(plain, "olga@acme.example")
+    key = found(r"activation key: (\S+)", invitation["body"])
+    anyone = Api(http, plain.url)
+    body = {"activation_key": key, "first_name": "Olga", "last_name": "Ops",
+            "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}  # fmt: skip
+    status, answer = await anyone.call("POST", "/users/register/", body)
+    assert status == 201, answer
+    assert (await anyone.call("POST", "/users/register/", body))[0] == 400  # the key worked once
+
+    # Log in; turn on TOTP with the secret an authenticator app would get.
+    me = Api(http, plain.url)
+    await me.login("olga@acme.example", NEW_PASSWORD)
+    status, setup = await me.call("POST", f"/users/{olga['id']}/two_factor/setup", {"two_factor_auth_method": "app"})
+    assert status == 200, setup
+    totp = pyotp.TOTP(setup["setup_details"]["secret"])
+    status, answer = await me.call(
+        "POST", f"/users/{olga['id']}/two_factor/verify",
+        {"two_factor_auth_code": totp.now(), "two_factor_auth_method": "app"},
+    )  # fmt: skip
+    assert status == 200, answer
+
+    # A password alone is not enough any more; with a code it is.
+    login = {"username": "olga@acme.example", "password": NEW_PASSWORD}
+    status, answer = await anyone.call("POST", "/auth/login", login)
+    assert status == 401 and answer["code"] == "two_factor_required" and answer["method"] == "app", answer
+    # The code of the next 30 s step (accepted one step early): the current one was used by verify.
+    code = totp.at(time.time() + 30)
+    status, tokens = await anyone.call("POST", "/auth/login", {**login, "two_factor_auth_code": code})
+    assert status == 200, tokens
+    status, answer = await anyone.call("POST", "/auth/login", {**login, "two_factor_auth_code": code})
+    assert status == 401, answer  # the same code twice: refused
+
+    # The email changes (an admin asks; the new address confirms with its key).
+    status, answer = await admin.call("PATCH", f"/users/{olga['id']}/", {"username": "olga@acme-new.example"})
+    assert status == 202 and answer["account_status"] == "transfer", answer
+    verification = newest_mail(plain, "olga@acme-new.example")
+    key = found(r"/update-email/([^/\s]+)/", verification["body"])
+    status, answer = await anyone.call("POST", "/users/update_email", {"activation_key": key})
+    assert status == 200, answer
+
+    # The password is reset through the mailed link.
+    status, answer = await anyone.call("POST", "/users/password/request/change/", {"username": "olga@acme-new.example"})
+    assert status == 200, answer
+    link = newest_mail(plain, "olga@acme-new.example")["body"]
+    uidb64, token = re.search(r"/reset-password/([^/\s]+)/([^/?\s]+)", link).groups()  # type: ignore[union-attr]
+    change = {"uidb64": uidb64, "token": token, "password": RESET_PASSWORD, "password_confirm": RESET_PASSWORD}
+    status, answer = await anyone.call("POST", "/users/password/change/", change)
+    assert status == 200, answer
+    # The new password is the one (it gets as far as the second step); the old one is not.
+    status, answer = await anyone.call(
+        "POST", "/auth/login", {"username": "olga@acme-new.example", "password": RESET_PASSWORD}
+    )
+    assert status == 401 and answer["code"] == "two_factor_required", answer
+    status, answer = await anyone.call(
+        "POST", "/auth/login", {"username": "olga@acme-new.example", "password": NEW_PASSWORD}
+    )
+    assert status == 401 and answer["code"] == "invalid_credentials", answer
+
+    # Another partner's user sees none of it.
+    status, globex = await admin.call("POST", "/partners/", {"name": "Globex"})
+    assert status == 201
+    done = gatehouse(
+        "users", "create", "--username", "gil@globex.example", "--account-type", "partner",
+        "--partner", globex["id"], "--password-stdin",
+        data_dir=plain.data_dir, stdin=PASSWORD + "\n", env=plain.env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    gil = Api(http, plain.url)
+    await gil.login("gil@globex.example")
+    for path in (f"/users/{olga['id']}/", f"/partners/{acme['id']}/", f"/users/{olga['id']}/permissions"):
+        status, answer = await gil.call("GET", path)
+        assert status == 404, (path, answer)
+    status, listed = await gil.call("GET", "/users/")
+    assert status == 200 and [u["username"] for u in listed["results"]] == ["gil@globex.example"], listed
