@@ -5,7 +5,7 @@ from tortoise.models import Model
 
 ACCOUNT_TYPES = ("gooee", "partner", "customer")
 ACCOUNT_STATUSES = ("active", "inactive", "pending", "expired", "transfer")
-KEY_PURPOSES = ("activation", "email_change", "password_reset", "two_factor")
+KEY_PURPOSES = ("activation", "email_change", "password_reset", "two_factor", "two_factor_setup")
 
 
 class User(Model):
