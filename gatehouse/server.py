@@ -75,7 +75,8 @@ def outbox(settings: Settings) -> Outbox:
 def limiter(settings: Settings) -> RateLimiter:
     lim = settings.limits
     flows = {"login": lim.login, "two_factor": lim.two_factor, "password_reset": lim.password_reset,
-             "activation": lim.activation, "registration": lim.registration}  # fmt: skip
+             "activation": lim.activation, "registration": lim.registration,
+             "two_factor_send": lim.two_factor_send}  # fmt: skip
     budgets = {name: Budget(flow.per_address, flow.per_account) for name, flow in flows.items()}
     return RateLimiter(budgets, lim.lockout_seconds)
 

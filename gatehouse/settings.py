@@ -146,6 +146,8 @@ class LimitsSettings(_Section):
     password_reset: FlowLimit = FlowLimit(per_address="10 per hour", per_account="3 per hour")
     activation: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
     registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
+    # 2FA codes sent by mail or SMS (setup, login, disable), per account: bounds what one account can send.
+    two_factor_send: FlowLimit = FlowLimit(per_account="10 per hour")
     # An account whose per_account budget of failures is spent is refused for this long.
     lockout_seconds: float = Field(900, ge=0)
 

@@ -145,6 +145,8 @@ def totp_step(secret: str, code: str, now: float | None = None) -> int | None:
 
 async def send_code(ctx: Context, user: User, method: str, purpose: str, phone_number: str = "") -> None:
     """Issue a 6-digit code (voiding the user's earlier ones of `purpose`) and mail or text it."""
+    # Every code sent costs a mail or an SMS to an address the account chose: bounded per account.
+    await ctx.limiter.attempt("two_factor_send", account=user.username)
     minutes = ctx.users.two_factor_code_minutes
     data = {"method": method, **({"phone_number": phone_number} if phone_number else {})}
     code = await user_keys.issue(user, purpose, timedelta(minutes=minutes), data, code=True)

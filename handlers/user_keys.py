@@ -26,7 +26,12 @@ async def issue(
     """A new key for `user` (a 6-digit code with `code=True`); their earlier unused keys for the same
     purpose stop working."""
     now = datetime.now(UTC)
-    await UserKey.filter(user_id=user.id, purpose=purpose, used_at=None).update(used_at=now)
+    if code:
+        # A code's digest is unique per user and purpose, and one in a million repeats an earlier
+        # code: the earlier rows go, so a repeat neither collides nor brings an old code back.
+        await UserKey.filter(user_id=user.id, purpose=purpose).delete()
+    else:
+        await UserKey.filter(user_id=user.id, purpose=purpose, used_at=None).update(used_at=now)
     key = f"{secrets.randbelow(10**6):06d}" if code else new_secret(20)
     await UserKey.create(
         user=user,

@@ -309,6 +309,10 @@ async def update_user(
     if new_username is not None:
         if not principal.is_admin:
             raise field_error(Forbidden, "username", "only gooee users change usernames", "permission_denied")
+        if user.account_status not in ("active", "transfer"):
+            # The old username keeps logging in during a transfer: only an active account may have one.
+            message = f"the account is {user.account_status}: only an active account changes its username"
+            raise field_error(InvalidPayload, "username", message, "account_not_active")
         check_email(new_username)
         await check_username_free(new_username, exclude=user.id)
 
@@ -337,18 +341,28 @@ async def update_user(
         if name in sent and _as_view(name, sent[name]) != current[name]:
             scopes[name] = await check_scopes(principal, name, sent[name], set(current[name]))
 
+    # Only the columns this request changes are written: a concurrent deactivation, password
+    # change or 2FA login must not be undone by a stale copy of the row.
+    changed = ["modified"]
     if "avatar" in sent:
         user.avatar, user.avatar_type = await asyncio.to_thread(decode_avatar, sent["avatar"]) or (None, "")
+        changed += ["avatar", "avatar_type"]
     for name in ("first_name", "last_name"):
         if name in sent:
             setattr(user, name, sent[name])
+            changed.append(name)
     if "phone_number" in sent:
         user.phone_number = sent["phone_number"] or ""
+        changed.append("phone_number")
     if "tags" in sent:
         user.tags = list(dict.fromkeys(sent["tags"]))
+        changed.append("tags")
     if "is_api_user" in sent:
         user.is_api_user = sent["is_api_user"]
-    user.account_type, user.partner_id, user.customer_id = account_type, partner_id, customer_id  # type: ignore[attr-defined]
+        changed.append("is_api_user")
+    if tenant_changed:
+        user.account_type, user.partner_id, user.customer_id = account_type, partner_id, customer_id  # type: ignore[attr-defined]
+        changed += ["account_type", "partner_id", "customer_id"]
 
     key = previous_status = None
     old_username = user.username
@@ -364,7 +378,8 @@ async def update_user(
                 timedelta(days=ctx.users.email_change_days),
                 {"username": new_username, "status": previous_status},
             )
-        await user.save()
+            changed += ["pending_username", "account_status", "account_status_updated"]
+        await user.save(update_fields=changed)
         if groups is not None:
             await user.user_groups.clear()
             if groups:

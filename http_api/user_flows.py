@@ -77,4 +77,10 @@ ENDPOINTS = [
         "`duplicate_username` (names `username`) if the name was taken meanwhile. The user's refresh tokens are "
         "revoked. " + LIMITED.format(what="key"),
     ),
+    Endpoint(
+        "POST", "/users/email_change", update_email, "Same as POST /users/update_email (the spec example's path)",
+        {200: Detail}, errors=(400, 409, 410, 429), auth=None, body=UpdateEmailRequest, tag="users",
+        description="spec/users.rst documents `/users/update_email` and shows `/users/email_change` in its example "
+        "request; both are served.",
+    ),
 ]

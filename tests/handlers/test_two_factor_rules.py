@@ -180,3 +180,19 @@ async def test_login_with_code_sets_last_login_and_a_login_code_cannot_verify_a_
             ctx, me, str(user.id), VerifyRequest(two_factor_auth_code=code, two_factor_auth_method="email")
         )
     assert caught.value.code == "no_pending_setup"
+
+
+async def test_codes_sent_are_bounded_per_account_and_a_repeated_code_does_not_collide(ctx: Context) -> None:
+    limited = replace(ctx, limiter=RateLimiter({"two_factor_send": Budget("", "3 per hour")}))
+    user = await _user("sender@example.com")
+    other = await _user("other-sender@example.com")
+    for _ in range(3):
+        await two_factor.send_code(limited, user, "email", two_factor.CODE)
+    with pytest.raises(RateLimited):
+        await two_factor.send_code(limited, user, "email", two_factor.CODE)
+    await two_factor.send_code(limited, other, "email", two_factor.CODE)  # others are not limited
+    assert await OutboxMessage.filter(recipient="sender@example.com").count() == 3
+    # A new code replaces the earlier rows: issuing the same digits again cannot hit the unique digest.
+    for _ in range(30):
+        await two_factor.send_code(ctx, user, "email", two_factor.CODE)
+    assert await user.keys.filter(purpose=two_factor.CODE).count() == 1

@@ -506,6 +506,9 @@ async def test_update_email(mail_server: Server, boss: Api, http: aiohttp.Client
     assert_error(status, body, 401, "refresh_invalid")
     status, body = await boss.call("POST", "/users/update_email", {"activation_key": key})
     assert_error(status, body, 400, "invalid_key", "activation_key")
+    # The spec's example path is the same route.
+    status, body = await boss.call("POST", "/users/email_change", {"activation_key": key})
+    assert_error(status, body, 400, "invalid_key", "activation_key")
 
 
 async def test_update_email_to_a_taken_name_is_409_and_keeps_the_key(mail_server: Server, boss: Api) -> None:
