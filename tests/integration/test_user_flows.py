@@ -545,8 +545,10 @@ async def test_expired_email_change_is_410_and_dropped(mail_server: Server, boss
 
 @pytest.fixture(scope="module")
 def roomy(tmp_path_factory: pytest.TempPathFactory, smtpd: SmtpSink) -> Iterator[Server]:
-    """Per-account budgets off too: ten requests with one key all reach the key."""
-    off = {f"GATEHOUSE_LIMITS__{f}__PER_ACCOUNT": "" for f in ("REGISTRATION", "PASSWORD_RESET", "ACTIVATION")}
+    """Per-account budgets off too: ten requests with one key all reach the key, and ten logins with
+    the ten racing passwords are all checked (five wrong ones would lock the account before the right one)."""
+    flows = ("REGISTRATION", "PASSWORD_RESET", "ACTIVATION", "LOGIN")
+    off = {f"GATEHOUSE_LIMITS__{f}__PER_ACCOUNT": "" for f in flows}
     srv = make_server(tmp_path_factory.mktemp("gatehouse-flows-roomy"), **mail_env(smtpd.port), **off)
     yield srv
     srv.stop()
