@@ -309,9 +309,9 @@ async def update_user(
     if new_username is not None:
         if not principal.is_admin:
             raise field_error(Forbidden, "username", "only gooee users change usernames", "permission_denied")
-        if user.account_status not in ("active", "transfer"):
-            # The old username keeps logging in during a transfer: only an active account may have one.
-            message = f"the account is {user.account_status}: only an active account changes its username"
+        if user.account_status == "inactive":
+            # The old username keeps logging in during a transfer: a deactivated account must not get one.
+            message = "the account is deactivated: activate it before changing its username"
             raise field_error(InvalidPayload, "username", message, "account_not_active")
         check_email(new_username)
         await check_username_free(new_username, exclude=user.id)

@@ -37,6 +37,10 @@ async def update_email(request: web.Request, body: UpdateEmailRequest) -> dict[s
     return await email_change.update_email(ctx_of(request), body, address=client_address(request))
 
 
+async def email_change_alias(request: web.Request, body: UpdateEmailRequest) -> dict[str, str]:
+    return await update_email(request, body)
+
+
 LIMITED = "429 `rate_limited` with `Retry-After` when this address or this {what} made too many requests."
 
 ENDPOINTS = [
@@ -78,7 +82,7 @@ ENDPOINTS = [
         "revoked. " + LIMITED.format(what="key"),
     ),
     Endpoint(
-        "POST", "/users/email_change", update_email, "Same as POST /users/update_email (the spec example's path)",
+        "POST", "/users/email_change", email_change_alias, "Same as POST /users/update_email (the spec example's path)",
         {200: Detail}, errors=(400, 409, 410, 429), auth=None, body=UpdateEmailRequest, tag="users",
         description="spec/users.rst documents `/users/update_email` and shows `/users/email_change` in its example "
         "request; both are served.",
