@@ -23,7 +23,7 @@ from handlers.secrets import (
     verify_password,
 )
 from handlers.tenancy import principal_of
-from handlers.views import Timestamp, View
+from handlers.views import View
 from models.accounts import ACCOUNT_TYPES, RefreshToken, User
 
 
@@ -47,32 +47,6 @@ class Tokens(View):
     token_type: Literal["bearer"]
     expires_in: int = Field(description="seconds until the access token expires")
     refresh_token: str = Field(description="single use: POST /auth/refresh answers new tokens")
-
-
-class UserView(View):
-    id: str
-    username: str
-    account_type: str
-    account_status: str
-    first_name: str
-    last_name: str
-    phone_number: str
-    created: Timestamp
-    modified: Timestamp
-
-
-def user_view(user: User) -> dict[str, object]:
-    return {
-        "id": str(user.id),
-        "username": user.username,
-        "account_type": user.account_type,
-        "account_status": user.account_status,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "phone_number": user.phone_number,
-        "created": user.created.isoformat(),
-        "modified": user.modified.isoformat(),
-    }
 
 
 PASSWORD_SPECIALS = "!\"#$%&'()*+,-./:;<=>?@[]^_`{|}~"
@@ -209,8 +183,3 @@ def forget_principal(ctx: Context, user_id: str) -> None:
     for token, (principal, _) in list(ctx.principals.items()):
         if principal.user_id == user_id:
             del ctx.principals[token]
-
-
-async def me(principal: Principal) -> dict[str, object]:
-    user = await User.get(id=principal.user_id)
-    return user_view(user)

@@ -153,12 +153,12 @@ async def create_tenant_user(
         raise InvalidPayload("only a customer user has a customer", code="invalid_tenant")
     tenant: dict[str, uuid.UUID] = {}
     if partner:
-        ref = _ref_uuid(partner)
+        ref = parse_uuid(partner)
         if ref is None or not await Partner.exists(id=ref):
             raise InvalidPayload(f"partner {partner} not found", code="invalid_tenant")
         tenant["partner_id"] = ref
     if customer:
-        ref = _ref_uuid(customer)
+        ref = parse_uuid(customer)
         if ref is None or not await Customer.exists(id=ref):
             raise InvalidPayload(f"customer {customer} not found", code="invalid_tenant")
         tenant["customer_id"] = ref
@@ -170,7 +170,8 @@ async def create_tenant_user(
     return user
 
 
-def _ref_uuid(raw: str) -> uuid.UUID | None:
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    """The UUID in `raw`, or None when it is not one."""
     try:
         return uuid.UUID(raw)
     except ValueError:
@@ -196,7 +197,7 @@ def bad_reference(field: str, detail: str) -> InvalidPayload:
 
 
 async def seen_partner(principal: Principal, raw: str, field: str = "partner") -> Partner:
-    ref = _ref_uuid(raw)
+    ref = parse_uuid(raw)
     found = await Partner.filter(partners_seen_by(principal), id=ref).first() if ref else None
     if found is None:
         raise bad_reference(field, f"partner {raw} not found")
@@ -204,7 +205,7 @@ async def seen_partner(principal: Principal, raw: str, field: str = "partner") -
 
 
 async def seen_customer(principal: Principal, raw: str, field: str = "customer") -> Customer:
-    ref = _ref_uuid(raw)
+    ref = parse_uuid(raw)
     found = await Customer.filter(customers_seen_by(principal), id=ref).first() if ref else None
     if found is None:
         raise bad_reference(field, f"customer {raw} not found")

@@ -19,7 +19,7 @@ from tortoise.expressions import Q
 
 from handlers.errors import Conflict, Forbidden, GatehouseError, InvalidPayload, NotFound
 from handlers.principal import Principal
-from handlers.tenancy import users_seen_by
+from handlers.tenancy import parse_uuid, users_seen_by
 from models.accounts import User
 from models.tenancy import Customer, Partner, UserGroup
 
@@ -36,16 +36,9 @@ def field_error(cls: type[GatehouseError], field: str, message: str, code: str) 
 # --- who may do what -----------------------------------------------------------------------------
 
 
-def _uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
-
 async def visible_user(principal: Principal, raw_id: str) -> User:
     """The user if the caller sees them; 404 `user_not_found` otherwise (and for a malformed id)."""
-    user_id = _uuid(raw_id)
+    user_id = parse_uuid(raw_id)
     user = await User.filter(users_seen_by(principal), id=user_id).first() if user_id else None
     if user is None:
         raise NotFound(f"user {raw_id} not found", code="user_not_found")

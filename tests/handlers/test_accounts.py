@@ -13,6 +13,7 @@ from handlers.accounts import LoginRequest, RefreshRequest
 from handlers.context import Context
 from handlers.errors import Conflict, InvalidPayload, Unauthorized
 from handlers.telemetry_writer import TelemetryWriter
+from handlers.users import get_user
 from models.accounts import RefreshToken, User
 from models.db import close_db, init_db
 
@@ -95,7 +96,7 @@ async def test_login_issues_tokens(ctx: Context) -> None:
     row = await RefreshToken.get(user_id=user.id)
     assert row.token_hash != tokens["refresh_token"]
     assert len(row.token_hash) == 64
-    me = await accounts.me(who)
+    me = await get_user(who, who.user_id)
     assert me["username"] == "alice@example.com" and "password_hash" not in me
 
 
