@@ -6,6 +6,7 @@ amqtt 0.12.1 is used as a codec only (`broker/codec.py`); everything above it is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ class Broker:
         limits: Limits = Limits(),
         *,
         allow_anonymous: bool = False,
-        authenticate: Authenticate = authenticate_device,
+        authenticate: Authenticate | None = None,
     ) -> None:
         self.ctx = ctx
         self.listeners = listeners
@@ -83,7 +84,9 @@ class Broker:
         self.router = Router(ROUTES)
         self.bridge = Bridge(ctx, self.router, self.fanout, self.registry)
         self.admission = Admission(
-            authenticate, allow_anonymous=allow_anonymous, routed=lambda topic: self.router.match(topic) is not None
+            authenticate or functools.partial(authenticate_device, ctx),
+            allow_anonymous=allow_anonymous,
+            routed=lambda topic: self.router.match(topic) is not None,
         )
         self.presence = Presence()
         self.connected: set[Connection] = set()

@@ -76,7 +76,7 @@ def limiter(settings: Settings) -> RateLimiter:
     lim = settings.limits
     flows = {"login": lim.login, "two_factor": lim.two_factor, "password_reset": lim.password_reset,
              "activation": lim.activation, "registration": lim.registration,
-             "two_factor_send": lim.two_factor_send}  # fmt: skip
+             "two_factor_send": lim.two_factor_send, "accessory_login": lim.accessory_login}  # fmt: skip
     budgets = {name: Budget(flow.per_address, flow.per_account) for name, flow in flows.items()}
     return RateLimiter(budgets, lim.lockout_seconds)
 
@@ -151,7 +151,9 @@ class Gatehouse:
         await self.broker.start()
         # Pending mail from before a restart goes out now.
         self.outbox.start()
-        door = Door(s.http.header_timeout_seconds, s.http.body_timeout_seconds, s.http.trusted_proxy_hops)
+        door = Door(
+            s.http.header_timeout_seconds, s.http.body_timeout_seconds, s.http.trusted_proxy_hops, s.http.tls_only
+        )
         # aiohttp's keepalive timer runs from the connection's start and from each response, and
         # closes a connection still waiting for a complete request: it bounds header read time.
         # After an answer given before the body was read (401, 408, 413) aiohttp reads and drops the

@@ -36,6 +36,9 @@ class HttpSettings(_Section):
     # Reverse proxies in front of Gatehouse that append to X-Forwarded-For (0: none; the client
     # address is the socket's peer). Rate limits are per client address, so set this behind a proxy.
     trusted_proxy_hops: int = Field(0, ge=0, le=10)
+    # The Hardware API (/v1/) over HTTPS only: the plain port answers its routes 403 `https_required`.
+    # Behind trusted proxies, X-Forwarded-Proto of the outermost one says whether the client used TLS.
+    tls_only: bool = False
 
     def base_url(self, public_host: str) -> str:
         """`public_url`, or one made from the HTTP listener (host, else `public_host`, and port)."""
@@ -146,6 +149,8 @@ class LimitsSettings(_Section):
     password_reset: FlowLimit = FlowLimit(per_address="10 per hour", per_account="3 per hour")
     activation: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
     registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
+    # Accessories' logins (POST /v1/accessory/{mac}/login, and MQTT CONNECTs with a password): failures count.
+    accessory_login: FlowLimit = FlowLimit(per_address="30 per 10 minutes", per_account="5 per 15 minutes")
     # 2FA codes sent by mail or SMS (setup, login, disable), per account: bounds what one account can send.
     two_factor_send: FlowLimit = FlowLimit(per_account="10 per hour")
     # An account whose per_account budget of failures is spent is refused for this long.

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 from tortoise.exceptions import IntegrityError
 
 from handlers.accounts import Principal
+from handlers.context import Context
 from handlers.effects import DisconnectDevice, Effect
 from handlers.envelope import Identity
 from handlers.errors import Conflict, NotFound, Unauthorized
@@ -96,14 +97,21 @@ def device_view(device: Device) -> dict[str, object]:
 
 
 async def create_device(principal: Principal, req: CreateDevice) -> dict[str, object]:
+    username = req.username or f"{req.kind.replace('_', '-')}-{secrets.token_hex(6)}"
+    device = await register_device(principal, name=req.name, kind=req.kind, username=username, location=req.location)
+    return device_view(device)
+
+
+async def register_device(principal: Principal, *, name: str, kind: str, username: str, location: str = "") -> Device:
+    """A new registry row owned by the caller, in the caller's tenant (`add_device` for tenant users);
+    409 `duplicate_username` when the username is taken."""
     if has_tenant(principal):
         require(principal, "add_device")
-    username = req.username or f"{req.kind.replace('_', '-')}-{secrets.token_hex(6)}"
     try:
-        device = await Device.create(
-            name=req.name,
-            location=req.location,
-            kind=req.kind,
+        return await Device.create(
+            name=name,
+            location=location,
+            kind=kind,
             username=username,
             owner_id=principal.user_id,
             # The creator's tenant: its users see the device (handlers.tenancy.devices_seen_by).
@@ -112,21 +120,25 @@ async def create_device(principal: Principal, req: CreateDevice) -> dict[str, ob
         )
     except IntegrityError as exc:
         raise Conflict(f"a device with username {username!r} already exists", code="duplicate_username") from exc
-    return device_view(device)
 
 
 async def owned_device(principal: Principal, device_id: int, need: str | None = None) -> Device:
     """The device if the caller sees it (their own, their tenants', or any for gooee); NotFound
-    otherwise, so ids do not leak. `need` is the permission the action takes: a user with a tenant
-    must hold it (403 `permission_denied`); `delete_device` only for a device that is not their own."""
+    otherwise, so ids do not leak. `need`: the permission the action takes (`check_permission`)."""
     device = await Device.filter(devices_seen_by(principal), id=device_id).first()
     if device is None:
         raise NotFound(f"device {device_id} not found", code="device_not_found")
+    check_permission(principal, device, need)
+    return device
+
+
+def check_permission(principal: Principal, device: Device, need: str | None) -> None:
+    """A user with a tenant must hold `need` (403 `permission_denied`); `delete_device` only for a
+    device that is not their own."""
     if need and has_tenant(principal):
         own = str(device.owner_id) == principal.user_id  # type: ignore[attr-defined]
         if not (need == "delete_device" and own):
             require(principal, need)
-    return device
 
 
 async def list_devices(principal: Principal) -> dict[str, object]:
@@ -156,11 +168,20 @@ async def list_claims(principal: Principal, device_id: int) -> dict[str, object]
     }
 
 
-async def authenticate_device(username: str, api_key: str) -> Identity | None:
-    """MQTT CONNECT: the username names the device, the password is its API key."""
+async def authenticate_device(ctx: Context, username: str, password: str) -> Identity | None:
+    """MQTT CONNECT: the username names the device, the password is its API key (an accessory's:
+    its access token or its password, `handlers.accessories`)."""
     device = await Device.get_or_none(username=username)
-    if not digest_matches(api_key, device.api_key_hash if device else None) or device is None:
+    if device is not None and device.kind == "accessory":
+        from handlers.accessories import authenticate_mqtt  # accessories build on this module
+
+        return await authenticate_mqtt(ctx, device, password)
+    if not digest_matches(password, device.api_key_hash if device else None) or device is None:
         return None
+    return identity_of(device)
+
+
+def identity_of(device: Device) -> Identity:
     return Identity("device", device.username, device.id, str(device.owner_id))  # type: ignore[attr-defined]
 
 
@@ -171,4 +192,4 @@ async def authenticate_api_key(api_key: str) -> Identity:
     device = await Device.get_or_none(api_key_hash=digest(api_key))
     if device is None or not digest_matches(api_key, device.api_key_hash):
         raise Unauthorized("invalid API key", code="invalid_api_key")
-    return Identity("device", device.username, device.id, str(device.owner_id))  # type: ignore[attr-defined]
+    return identity_of(device)

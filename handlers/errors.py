@@ -34,6 +34,7 @@ class GatehouseError(Exception):
         code: str | None = None,
         errors: list[Any] | None = None,
         extra: dict[str, Any] | None = None,
+        status_header: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -41,6 +42,9 @@ class GatehouseError(Exception):
             self.code = code
         self.errors = errors or []
         self.extra = extra or {}  # more keys for the body; each must be an (optional) ErrorBody field
+        # The Hardware API's `Status` header (InvalidSchema, DuplicateMacAddress); schema errors get
+        # InvalidSchema without asking.
+        self.status_header = status_header or ("InvalidSchema" if self.code == "invalid_schema" else None)
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail, "code": self.code, "errors": self.errors, **self.extra}

@@ -68,12 +68,13 @@ def issue_access_token(secret: str, user_id: str, minutes: float, **claims: Any)
     return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM), int((expires - now).total_seconds())
 
 
-def decode_access_token(secret: str, token: str) -> dict[str, Any]:
+def decode_access_token(secret: str, token: str, audience: str = JWT_AUDIENCE) -> dict[str, Any]:
+    """The claims of an access token we signed for `audience` (users' tokens by default); 401 otherwise."""
     try:
         # A token we signed always has these; one without them (signed with a leaked or test secret)
         # is refused here rather than failing wherever the claim is read.
         claims = jwt.decode(
-            token, secret, algorithms=[JWT_ALGORITHM], audience=JWT_AUDIENCE, options={"require": ["exp", "sub"]}
+            token, secret, algorithms=[JWT_ALGORITHM], audience=audience, options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("access token expired", code="token_expired") from exc

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accounts, gateway, openapi, system, tenancy, two_factor, user_flows, users
+from http_api import accessories, accounts, gateway, openapi, system, tenancy, two_factor, user_flows, users
 from http_api.errors import error_middleware, quiet_unparseable_requests
+from http_api.hardware import hardware_middleware
 from http_api.state import CTX, DOOR, HEALTH, Door
 
 MAX_BODY = 1024 * 1024
@@ -23,6 +24,7 @@ ENDPOINTS = [
     *users.ENDPOINTS,
     *two_factor.ENDPOINTS,
     *gateway.ENDPOINTS,
+    *accessories.ENDPOINTS,
 ]
 
 
@@ -30,7 +32,7 @@ def build_app(
     ctx: Context, health: Callable[[], Awaitable[dict[str, Any]]], door: Door | None = None
 ) -> web.Application:
     quiet_unparseable_requests()
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[error_middleware, hardware_middleware], client_max_size=MAX_BODY)
     app[CTX] = ctx
     app[HEALTH] = health
     app[DOOR] = door or Door()

@@ -11,9 +11,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from handlers.devices import authenticate_api_key
-from http_api.state import bearer, parse_body, parse_query, principal
+from http_api.state import bearer, hardware_caller, parse_body, parse_query, principal
 
-Auth = Literal["user", "device"]
+Auth = Literal["user", "device", "hardware"]  # hardware: a user's or an accessory's token (/v1/)
 PATH_PARAM = re.compile(r"\{(\w+)(?::([^{}]+))?\}")
 
 
@@ -32,7 +32,7 @@ class Endpoint:
     and what /openapi.json says cannot part ways.
 
     The handler is called as `handler(request, who=..., device=..., body=..., query=...)`, with only
-    the keywords this endpoint declares (`who` for user auth, `device` for device auth). It returns
+    the keywords this endpoint declares (`who` for user and hardware auth, `device` for device auth). It returns
     the body for `responses`' first status, a `Reply`, or a ready `web.Response` (non-JSON bodies).
     """
 
@@ -81,6 +81,8 @@ class Endpoint:
         kwargs: dict[str, Any] = {}
         if self.auth == "user":
             kwargs["who"] = await principal(request)
+        elif self.auth == "hardware":
+            kwargs["who"] = await hardware_caller(request)
         elif self.auth == "device":
             kwargs["device"] = await authenticate_api_key(bearer(request))
         if self.body is not None:

@@ -48,7 +48,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatehouseError as exc:
-        headers = {"Status": "InvalidSchema"} if exc.code == "invalid_schema" else None
+        headers = {"Status": exc.status_header} if exc.status_header else None
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         if isinstance(exc, RateLimited):

@@ -31,11 +31,14 @@ ERRORS = {
     410: "gone",
     408: "the body did not arrive within http.body_timeout_seconds (`request_timeout`)",
     413: "body over 1 MiB",
-    415: "Content-Type is not application/json",
+    415: "Content-Type is not application/json (under /v1/: also an Accept without application/json)",
     429: "too many requests (`rate_limited`) or attempts for this account (`account_locked`); see Retry-After",
 }
 HEADERS: dict[int, dict[str, Any]] = {
     400: {"Status": {"description": "`InvalidSchema` on schema errors", "schema": {"type": "string"}}},
+    409: {
+        "Status": {"description": "`DuplicateMacAddress`: the accessory is registered", "schema": {"type": "string"}}
+    },
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     404: {"Status": {"description": "`UnknownEndpoint` when no route matches", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}},
@@ -46,6 +49,13 @@ SECURITY_SCHEMES = {
         "scheme": "bearer",
         "bearerFormat": "JWT",
         "description": "Access token from POST /auth/login. The bare `Authorization: <token>` form is accepted too.",
+    },
+    "hardware": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The Hardware API (/v1/): a user's access token (POST /auth/login) or an accessory's "
+        "(POST /v1/accessory/{mac_address}/login); `Authorization: <JWT>` as the spec writes it, or Bearer.",
     },
     "device": {
         "type": "http",
@@ -81,7 +91,10 @@ def _path_parameters(ep: Endpoint) -> list[dict[str, Any]]:
             schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
         else:
             schema = {"type": "string", "pattern": "^[^/]+$"}
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+        param = {"name": name, "in": "path", "required": True, "schema": schema}
+        if name in ep.path_params:
+            param["description"] = ep.path_params[name]
+        params.append(param)
     return params
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from handlers.accessories import Caller, authenticate_caller
 from handlers.accounts import Principal, authenticate_jwt
 from handlers.context import Context
 from handlers.envelope import parse_json
@@ -26,6 +27,7 @@ class Door:
     header_timeout: float = 20.0
     body_timeout: float = 30.0
     trusted_proxy_hops: int = 0
+    tls_only: bool = False  # the Hardware API (/v1/) refuses plain HTTP
 
 
 DOOR = web.AppKey("door", Door)
@@ -88,6 +90,11 @@ async def principal(request: web.Request) -> Principal:
     if not token:
         raise Unauthorized("missing credentials: send Authorization: Bearer <access token>", code="missing_credentials")
     return await authenticate_jwt(ctx_of(request), token)
+
+
+async def hardware_caller(request: web.Request) -> Caller:
+    """The Hardware API's caller: a user's access token or an accessory's."""
+    return await authenticate_caller(ctx_of(request), bearer(request))
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; a larger number names nothing

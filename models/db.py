@@ -19,6 +19,7 @@ MODEL_MODULES = [
     "models.accounts",
     "models.tenancy",
     "models.devices",
+    "models.accessories",
     "models.telemetry",
     "models.commands",
     "models.sessions",

@@ -114,7 +114,7 @@ async def test_claim(ctx: Context, alice: Principal, device: int) -> None:
     assert stored.metadata == {"fw": "1.0.0"}
     identity = await devices.authenticate_api_key(api_key)
     assert (identity.kind, identity.username, identity.device_id) == ("device", "esp32-aa", device)
-    assert await devices.authenticate_device("esp32-aa", api_key) == identity
+    assert await devices.authenticate_device(ctx, "esp32-aa", api_key) == identity
     claim = await DeviceClaim.get(device_id=device)
     assert (claim.source, claim.remote, claim.metadata) == ("http", "10.0.0.1", {"fw": "1.0.0"})
 
@@ -181,7 +181,7 @@ async def test_new_claim_replaces_key(ctx: Context, alice: Principal, device: in
     with pytest.raises(Unauthorized) as caught:
         await devices.authenticate_api_key(old)
     assert caught.value.code == "invalid_api_key"
-    assert await devices.authenticate_device("esp32-aa", old) is None
+    assert await devices.authenticate_device(ctx, "esp32-aa", old) is None
     await devices.authenticate_api_key(new)
     claims = await devices.list_claims(alice, device)
     assert len(claims["results"]) == 2  # type: ignore[arg-type]
@@ -189,9 +189,9 @@ async def test_new_claim_replaces_key(ctx: Context, alice: Principal, device: in
 
 async def test_authenticate_without_key(ctx: Context, device: int) -> None:
     # A device that never claimed has no key: nothing authenticates as it.
-    assert await devices.authenticate_device("esp32-aa", "") is None
-    assert await devices.authenticate_device("esp32-aa", "x") is None
-    assert await devices.authenticate_device("nobody", "x") is None
+    assert await devices.authenticate_device(ctx, "esp32-aa", "") is None
+    assert await devices.authenticate_device(ctx, "esp32-aa", "x") is None
+    assert await devices.authenticate_device(ctx, "nobody", "x") is None
     with pytest.raises(Unauthorized) as caught:
         await devices.authenticate_api_key("")
     assert caught.value.code == "missing_api_key"

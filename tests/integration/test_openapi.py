@@ -56,7 +56,7 @@ async def test_document_is_valid_openapi_31(server: Server, http: aiohttp.Client
     assert not errors, errors[:10]
     for name, schema in doc["components"]["schemas"].items():
         assert jsonschema_rs.meta.is_valid(schema), name
-    assert set(doc["components"]["securitySchemes"]) == {"user", "device"}
+    assert set(doc["components"]["securitySchemes"]) == {"user", "device", "hardware"}
 
 
 async def test_every_route_is_documented_and_nothing_else(server: Server, http: aiohttp.ClientSession) -> None:
@@ -159,7 +159,12 @@ FUZZ_USER = "fuzz@example.com"
 
 # Tokens come from the environment (schemathesis reads ${VAR} in its config), never from the file.
 USER_AUTH = """
+headers = { Accept = "application/json" }
+
 [auth.openapi.user]
+bearer = "${GATEHOUSE_FUZZ_JWT}"
+
+[auth.openapi.hardware]
 bearer = "${GATEHOUSE_FUZZ_JWT}"
 """
 DEVICE_AUTH = """
