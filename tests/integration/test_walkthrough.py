@@ -5,6 +5,7 @@ and a user of another partner who sees none of it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -16,6 +17,7 @@ import aiohttp
 import pyotp
 import pytest
 
+from tests.mqtt import Client
 from tests.support import PASSWORD, Api, Server, gatehouse, make_server
 
 NEW_PASSWORD = "N3w!password"
@@ -135,3 +137,43 @@ async def test_the_readme_users_walkthrough(plain: Server, http: aiohttp.ClientS
         assert status == 404, (path, answer)
     status, listed = await gil.call("GET", "/users/")
     assert status == 200 and [u["username"] for u in listed["results"]] == ["gil@globex.example"], listed
+
+
+async def test_the_readme_accessory_walkthrough(plain: Server, http: aiohttp.ClientSession) -> None:
+    """README "Hardware accessories": register in the example's camelCase, log in, PATCH with the
+    accessory's bare token, publish over MQTT/TLS with the token as password, read, delete."""
+    admin = Api(http, plain.url)
+    await admin.login("admin@example.com")
+    admin_token = admin.token or ""
+    h = {"Accept": "application/json"}
+    mac = "1d:3a:42:5d:a5:ea"
+    body = {"password": "ffqkjhrqdkha2", "hardwareModel": "Model T", "firmwareVersion": "1.0", "settingsKey": "123456"}
+    status, made = await admin.call(
+        "POST", "/v1/accessory/1D-3A-42-5D-A5-EA/register", body, headers={**h, "Authorization": admin_token}
+    )
+    assert status == 201 and made["mac_address"] == mac and made["hardware_model"] == "Model T", made
+    status, again = await admin.call("POST", f"/v1/accessory/{mac.replace(':', '')}/register", body, headers=h)
+    assert status == 409 and admin.last_headers["Status"] == "DuplicateMacAddress", again
+
+    status, login = await admin.call("POST", f"/v1/accessory/{mac}/login", {"password": "ffqkjhrqdkha2"},
+                                     headers=h, auth=False)  # fmt: skip
+    assert status == 200 and login["token_type"] == "Bearer", login
+    acc = login["access_token"]
+    status, patched = await admin.call(
+        "PATCH", f"/v1/accessory/{mac}", {"firmware_version": "1.1"}, headers={**h, "Authorization": acc}
+    )
+    assert status == 200 and patched["firmware_version"] == "1.1", patched
+
+    client = Client(mac)
+    assert await client.connect(plain.mqtts_port, mac, acc, ca=plain.ca) == 0
+    assert await client.publish(f"devices/{mac}/telemetry", b'{"battery":97}')
+    status, seen = await admin.call("GET", f"/v1/accessory/{mac}", headers={**h, "Authorization": admin_token})
+    assert status == 200 and seen["online"] is True and seen["firmware_version"] == "1.1", seen
+    status, latest = await admin.call("GET", f"/gateway/devices/{made['device_id']}/telemetry/latest")
+    assert status == 200 and latest["payload"] == {"battery": 97}, latest
+
+    status, gone = await admin.call("DELETE", f"/v1/accessory/{mac}", headers={**h, "Authorization": admin_token})
+    assert status == 200 and gone["mac_address"] == mac, gone
+    assert await asyncio.to_thread(client.disconnected.wait, 5)
+    status, _ = await admin.call("GET", f"/v1/accessory/{mac}", headers={**h, "Authorization": acc})
+    assert status == 401
