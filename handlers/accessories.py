@@ -220,7 +220,9 @@ async def _token_device(ctx: Context, token: str) -> Device | None:
     """The accessory a valid token of ours names, if it is still the registration it was issued to."""
     claims = decode_access_token(ctx.jwt_secret, token, audience=AUDIENCE)
     device = await Device.get_or_none(username=str(claims["sub"]), kind="accessory").prefetch_related("accessory")
-    if device is None or not hmac.compare_digest(str(claims.get("nonce", "")), device.accessory.token_nonce):
+    if device is None or device.accessory is None:
+        return None
+    if not hmac.compare_digest(str(claims.get("nonce", "")), device.accessory.token_nonce):
         return None
     return device
 
@@ -232,7 +234,7 @@ async def _visible(caller: Caller, mac: str, need: str | None = None) -> tuple[D
     else:
         query = Device.filter(devices_seen_by(caller), username=mac)
     device = await query.filter(kind="accessory").prefetch_related("accessory").first()
-    if device is None:
+    if device is None or device.accessory is None:
         raise NotFound(f"accessory {mac} not found", code="accessory_not_found")
     if isinstance(caller, Principal):
         check_permission(caller, device, need)
@@ -276,11 +278,11 @@ async def login(ctx: Context, raw_mac: str, req: AccessoryLogin, *, address: str
     mac = canonical_mac(raw_mac)
     async with ctx.limiter.guard(LOGIN_FLOW, account=mac, address=address) as attempt:
         device = await Device.get_or_none(username=mac, kind="accessory").prefetch_related("accessory")
-        stored = device.accessory.password_hash if device else ""
-        if not await verify_password(req.password, stored) or device is None:
+        accessory = device.accessory if device else None
+        if not await verify_password(req.password, accessory.password_hash if accessory else "") or not accessory:
             attempt.fail()
             raise Unauthorized("invalid MAC address or password", code="invalid_credentials")
-    return _token(ctx, device, device.accessory)
+    return _token(ctx, device, accessory)
 
 
 def _token(ctx: Context, device: Device, accessory: Accessory) -> dict[str, object]:

@@ -22,6 +22,8 @@ from models.devices import DEVICE_KINDS, Device, DeviceClaim
 # MQTT usernames become topic levels: no wildcards, no separators, nothing reserved.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
 RESERVED_USERNAMES = {"provision", "anonymous"}
+# Accessories are registered by MAC with their own record (/v1/accessory/{mac}/register).
+CREATABLE_KINDS = tuple(k for k in DEVICE_KINDS if k != "accessory")
 
 
 class CreateDevice(BaseModel):
@@ -32,7 +34,7 @@ class CreateDevice(BaseModel):
         description="MQTT username; generated when left out",
         json_schema_extra={"pattern": USERNAME_RE.pattern, "not": {"enum": sorted(RESERVED_USERNAMES)}},
     )
-    kind: str = Field("esp32", json_schema_extra={"enum": list(DEVICE_KINDS)})
+    kind: str = Field("esp32", json_schema_extra={"enum": list(CREATABLE_KINDS)})
 
     @field_validator("username")
     @classmethod
@@ -44,8 +46,10 @@ class CreateDevice(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if value not in DEVICE_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(DEVICE_KINDS)}")
+        if value == "accessory":
+            raise ValueError("accessories are registered at POST /v1/accessory/{mac_address}/register")
+        if value not in CREATABLE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(CREATABLE_KINDS)}")
         return value
 
 

@@ -579,9 +579,14 @@ async def test_create_device_generated_username(alice: Api) -> None:
 
 async def test_create_device_custom_username_and_duplicate(alice: Api, bob: Api) -> None:
     name = unique("AA:BB:CC")
-    status, device = await alice.call("POST", "/gateway/devices", {"name": "m", "username": name, "kind": "accessory"})
+    made = {"name": "m", "username": name, "kind": "lock_gateway"}
+    status, device = await alice.call("POST", "/gateway/devices", made)
     assert status == 201, device
-    assert (device["username"], device["kind"]) == (name, "accessory")
+    assert (device["username"], device["kind"]) == (name, "lock_gateway")
+    # Accessories have a record of their own: they are registered by MAC under /v1/.
+    status, body = await alice.call("POST", "/gateway/devices", {**made, "username": unique("x"), "kind": "accessory"})
+    assert_error(status, body, 400, "invalid_schema")
+    assert "/v1/accessory" in body["detail"]
     status, body = await alice.call("POST", "/gateway/devices", {"name": "again", "username": name})
     assert_error(status, body, 409, "duplicate_username")
     # Usernames are unique across owners too (they are MQTT usernames).
