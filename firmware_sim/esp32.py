@@ -33,13 +33,19 @@ ERRORS_GRACE_S = 0.3  # wait this long after the last publish for late errors-to
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", type=int, default=1, help="number of simulated boards")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between readings per board")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to publish for")
+    add_common_arguments(parser)
     door = parser.add_mutually_exclusive_group()
     door.add_argument("--mqtt", dest="transport", action="store_const", const="mqtt", help="MQTT QoS 1 (default)")
     door.add_argument("--http", dest="transport", action="store_const", const="http", help="HTTP ingest")
     parser.set_defaults(transport="mqtt")
+    parser.add_argument("--prefix", default="sim-esp32", help="device name prefix: <prefix>-<i>")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every simulator takes: how many, how often, for how long, and where the server is."""
+    parser.add_argument("--count", type=int, default=1, help="number of simulated devices")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between readings per device")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds to publish for")
     parser.add_argument("--tls", action="store_true", help="MQTT over TLS (verified against --cafile)")
     parser.add_argument("--url", help="REST base URL (default http://127.0.0.1:<http.port>)")
     parser.add_argument(
@@ -51,7 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-host", default="127.0.0.1")
     parser.add_argument("--mqtt-port", type=int, help="MQTT port (default broker.mqtt_port, or mqtts_port with --tls)")
     parser.add_argument("--cafile", type=Path, help="CA for --tls (default <data-dir>/certs/ca.crt)")
-    parser.add_argument("--prefix", default="sim-esp32", help="device name prefix: <prefix>-<i>")
 
 
 class SetupError(Exception):
@@ -67,6 +72,7 @@ class Board:
     username: str
     api_key: str
     topic: str
+    client_suffix: str = "esp32"  # its MQTT client id is <username>-<client_suffix>
     current: float = 0.0
     kwh: float = 0.0
     boot: float = 0.0
@@ -149,7 +155,7 @@ class MqttBoard:
         await self.client.connect(
             self.args.mqtt_host,
             self.args.mqtt_port,
-            client_id=f"{self.board.username}-esp32",
+            client_id=f"{self.board.username}-{self.board.client_suffix}",
             username=self.board.username,
             password=self.board.api_key,
             keepalive=KEEPALIVE_S,
@@ -241,21 +247,73 @@ async def _report(stats: Stats, devices: int, started: float, progress: Progress
         await asyncio.sleep(0.25)
 
 
-async def run(args: argparse.Namespace, settings: Any) -> int:
-    if not args.user or not args.password:
-        print(
-            "gatehouse sim: --user/--password (or GATEHOUSE_SIM_USER/GATEHOUSE_SIM_PASSWORD) required", file=sys.stderr
+async def publish_over_mqtt(
+    boards: list[Board], args: argparse.Namespace, ssl_ctx: ssl.SSLContext | None, stats: Stats, progress: Progress
+) -> None:
+    """Connect every board (in batches), publish its readings for `args.duration`, disconnect."""
+    mqtt_boards = [MqttBoard(b, args, ssl_ctx, stats) for b in boards]
+    reporter: asyncio.Task[None] | None = None
+    try:
+        for lo in range(0, len(mqtt_boards), CONNECT_BATCH):  # ramp the connect storm
+            await asyncio.gather(*(mb.connect() for mb in mqtt_boards[lo : lo + CONNECT_BATCH]))
+        start = time.monotonic()
+        deadline = start + args.duration + ACK_TIMEOUT_S
+        reporter = asyncio.create_task(_report(stats, len(boards), start, progress))
+        await asyncio.gather(*(mb.run(_ticks(args.interval, args.duration, start), deadline) for mb in mqtt_boards))
+        await asyncio.sleep(ERRORS_GRACE_S)
+    finally:
+        if reporter is not None:
+            reporter.cancel()
+        progress.close()
+        await asyncio.gather(*(mb.close() for mb in mqtt_boards))
+
+
+async def _publish_over_http(
+    session: aiohttp.ClientSession,
+    boards: list[Board],
+    args: argparse.Namespace,
+    base: str,
+    stats: Stats,
+    progress: Progress,
+) -> None:
+    start = time.monotonic()
+    reporter = asyncio.create_task(_report(stats, len(boards), start, progress))
+    try:
+        url = f"{base}/gateway/device-data/ingest"
+        await asyncio.gather(
+            *(http_board(session, b, url, args, _ticks(args.interval, args.duration, start), stats) for b in boards)
         )
-        return 2
+    finally:
+        reporter.cancel()
+        progress.close()
+
+
+def check_common(args: argparse.Namespace) -> str:
+    """What is wrong with the common arguments ("" when nothing)."""
+    if not args.user or not args.password:
+        return "gatehouse sim: --user/--password (or GATEHOUSE_SIM_USER/GATEHOUSE_SIM_PASSWORD) required"
     if args.count < 1 or args.interval <= 0 or args.duration <= 0:
-        print("gatehouse sim: --count, --interval and --duration must be positive", file=sys.stderr)
-        return 2
+        return "gatehouse sim: --count, --interval and --duration must be positive"
+    return ""
+
+
+def endpoints(args: argparse.Namespace, settings: Any, mqtt: bool = True) -> tuple[str, ssl.SSLContext | None]:
+    """The REST base URL and the TLS context (None: plain MQTT); fills in `args.mqtt_port`."""
     base = (args.url or f"http://127.0.0.1:{settings.http.port}").rstrip("/")
     if args.mqtt_port is None:
         args.mqtt_port = settings.broker.mqtts_port if args.tls else settings.broker.mqtt_port
     ssl_ctx = None
-    if args.tls and args.transport == "mqtt":
+    if args.tls and mqtt:
         ssl_ctx = ssl.create_default_context(cafile=str(args.cafile or Path(settings.certs_dir) / "ca.crt"))
+    return base, ssl_ctx
+
+
+async def run(args: argparse.Namespace, settings: Any) -> int:
+    problem = check_common(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    base, ssl_ctx = endpoints(args, settings, mqtt=args.transport == "mqtt")
 
     stats = Stats()
     progress = Progress("esp32")
@@ -271,34 +329,14 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
             file=sys.stderr,
         )
 
-        mqtt_boards = [MqttBoard(b, args, ssl_ctx, stats) for b in boards] if args.transport == "mqtt" else []
-        reporter: asyncio.Task[None] | None = None
         try:
-            for lo in range(0, len(mqtt_boards), CONNECT_BATCH):  # ramp the connect storm
-                await asyncio.gather(*(mb.connect() for mb in mqtt_boards[lo : lo + CONNECT_BATCH]))
-            start = time.monotonic()
-            deadline = start + args.duration + ACK_TIMEOUT_S
-            reporter = asyncio.create_task(_report(stats, len(boards), start, progress))
-            if mqtt_boards:
-                await asyncio.gather(
-                    *(mb.run(_ticks(args.interval, args.duration, start), deadline) for mb in mqtt_boards)
-                )
-                await asyncio.sleep(ERRORS_GRACE_S)
+            if args.transport == "mqtt":
+                await publish_over_mqtt(boards, args, ssl_ctx, stats, progress)
             else:
-                url = f"{base}/gateway/device-data/ingest"
-                runs = [
-                    http_board(session, b, url, args, _ticks(args.interval, args.duration, start), stats)
-                    for b in boards
-                ]
-                await asyncio.gather(*runs)
+                await _publish_over_http(session, boards, args, base, stats, progress)
         except (OSError, MqttError, TimeoutError) as exc:
             print(f"\ngatehouse sim: {exc!r}", file=sys.stderr)
             return 1
-        finally:
-            if reporter is not None:
-                reporter.cancel()
-            progress.close()
-            await asyncio.gather(*(mb.close() for mb in mqtt_boards))
 
     lost = stats.sent - stats.acked - (stats.rejected if args.transport == "http" else 0)
     print(

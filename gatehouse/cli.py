@@ -186,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(esp32)
     add_arguments(esp32)
+    from firmware_sim import accessory as accessory_sim
+
+    accessory = sim_sub.add_parser(
+        "accessory",
+        help="hardware accessories: register by MAC, log in, publish telemetry",
+        description="Register N accessories with random MACs through the Hardware API (/v1/), log each in, "
+        "then publish readings over MQTT (QoS 1) with its token as password; prints progress and a summary.",
+        epilog=_examples(
+            "GATEHOUSE_SIM_USER=admin@example.com GATEHOUSE_SIM_PASSWORD=... "
+            "gatehouse sim accessory --count 5 --interval 1 --duration 10 --tls"
+        ),
+    )
+    _common(accessory)
+    accessory_sim.add_arguments(accessory)
     return parser
 
 
@@ -229,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "outbox":
             return _run(_outbox(args))
         elif args.command == "sim":
-            from firmware_sim.esp32 import run
+            from firmware_sim import accessory, esp32
 
-            return _run(run(args, _settings(args)))
+            simulator = accessory if args.sim_command == "accessory" else esp32
+            return _run(simulator.run(args, _settings(args)))
     except ConfigError as exc:
         print(f"gatehouse: {exc}", file=sys.stderr)
         return 2

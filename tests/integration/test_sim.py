@@ -113,3 +113,41 @@ async def test_sim_requires_credentials(server: Server) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"GATEHOUSE_SIM_USER" in err
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_sim_accessory(server: Server, alice: Api, tls: bool) -> None:
+    """Registers by MAC through /v1/, logs each accessory in, publishes with its token as MQTT password."""
+    prefix = "02:5e:01" if tls else "02:5e:00"
+    port = server.mqtts_port if tls else server.mqtt_port
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatehouse.cli", "sim", "accessory", "--count", "3", "--interval", "0.2",
+        "--duration", "1.5", "--data-dir", str(server.data_dir), "--url", server.url, "--mqtt-port", str(port),
+        "--mac-prefix", prefix, *(["--tls"] if tls else []),
+        env={**os.environ, "GATEHOUSE_SIM_USER": "alice@example.com", "GATEHOUSE_SIM_PASSWORD": PASSWORD},
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 0, stdout + stderr
+    assert "registered 3/3" in stderr, stderr
+    summary = _summary(stdout)
+    assert summary["accessories"] == "3" and summary["transport"] == ("mqtt+tls" if tls else "mqtt"), summary
+    sent = int(summary["sent"])
+    assert sent > 0 and int(summary["acknowledged"]) == sent and summary["lost"] == "0", summary
+
+    status, listing = await alice.call("GET", "/gateway/devices")
+    assert status == 200
+    mine = [d for d in listing["results"] if d["kind"] == "accessory" and d["username"].startswith(prefix)]
+    assert len(mine) == 3, mine
+    total = 0
+    for device in mine:
+        status, record = await alice.call(
+            "GET", f"/v1/accessory/{device['username']}", headers={"Accept": "application/json"}
+        )
+        assert status == 200 and record["hardware_model"] == "Sim Sensor", record
+        status, hist = await alice.call("GET", f"/gateway/devices/{device['id']}/telemetry?limit=1000")
+        assert status == 200 and hist["results"], hist
+        assert 0 <= hist["results"][0]["payload"]["battery_pct"] <= 100
+        total += len(hist["results"])
+    assert total == sent
