@@ -35,7 +35,7 @@ from models.devices import Device
 
 AUDIENCE = "gatehouse:accessory"
 LOGIN_FLOW = "accessory_login"
-HEX_OCTET = re.compile(r"^[0-9A-Fa-f]{2}$")
+HEX_OCTET = re.compile(r"[0-9A-Fa-f]{2}")
 # VersionNumber: two to four dotted integers without leading zeros (1.0, 2.3.11, 10.0.1.7).
 VERSION_PATTERN = r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){1,3}$"
 # The spec's example spells the fields in camelCase; its schema in snake_case. Both are accepted.
@@ -58,7 +58,7 @@ def canonical_mac(raw: str) -> str:
     else:
         octets, problem = [], "is not six hex octets (aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff)"
     if not problem:
-        bad = [o for o in octets if not HEX_OCTET.match(o)]
+        bad = [o for o in octets if not HEX_OCTET.fullmatch(o)]
         problem = f"has {bad[0]!r}, which is not a hex octet" if bad else ""
     if problem:
         message = f"MAC address {raw!r} {problem}"
