@@ -12,16 +12,15 @@ the database changes. Gooee is the control: every read of the same objects succe
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tests.integration.test_tenants import ALL, MISSING, Tenants
+from tests.matrix import run_matrix, snapshot
 from tests.support import Api, Server, make_server
 
 MISSING_DEVICE = 2**31 - 1
@@ -169,27 +168,6 @@ def generate(roles: list[Role], objects: dict[str, dict[str, dict[str, str]]]) -
     return cases
 
 
-async def snapshot(server: Server) -> dict[str, list[str]]:
-    """Every row of the tenancy and device tables, as text, in a stable order."""
-    url = server.database_url
-    found: dict[str, list[str]] = {}
-    if url.startswith("sqlite://"):
-        conn = sqlite3.connect(f"file:{url.removeprefix('sqlite://')}?mode=ro", uri=True)
-        try:
-            for table in TABLES:
-                found[table] = sorted(repr(r) for r in conn.execute(f"SELECT * FROM {table}").fetchall())
-        finally:
-            conn.close()
-        return found
-    pg = await asyncpg.connect(url)
-    try:
-        for table in TABLES:
-            found[table] = sorted(repr(tuple(r)) for r in await pg.fetch(f"SELECT * FROM {table}"))
-    finally:
-        await pg.close()
-    return found
-
-
 def _anonymised(body: Any, *ids: str) -> str:
     text = json.dumps(body, sort_keys=True)
     for ident in ids:
@@ -274,19 +252,9 @@ async def test_isolation_matrix(iso_server: Server) -> None:
         assert n == EXPECTED_CASES
         assert len({(c.role.name, c.method, c.path, json.dumps(c.body)) for c in cases}) == n - _duplicate_lists(cases)
 
-        before = await snapshot(iso_server)
+        before = await snapshot(iso_server, TABLES)
         assert before["devices"] and before["commands"] and before["telemetry"] and before["users_user_groups"]
-        failures = []
-        for case in cases:
-            problem = await check(case)
-            after = await snapshot(iso_server)
-            changed = [table for table in TABLES if after[table] != before[table]]
-            if changed:
-                problem = f"{problem or 'answered as expected'} but changed {changed}"
-                before = after
-            if problem:
-                failures.append(f"{case}: {problem}")
-        assert not failures, f"{len(failures)} of {n} cases failed:\n" + "\n".join(failures[:40])
+        await run_matrix(iso_server, TABLES, cases, check)
 
 
 def _duplicate_lists(cases: list[Case]) -> int:
