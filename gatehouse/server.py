@@ -19,7 +19,8 @@ from broker.transport import tls_context
 from gatehouse import certs
 from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
-from handlers.context import Context, Links, UserPolicy
+from handlers.context import Context, GatewayLitePolicy, Links, UserPolicy
+from handlers.gateway_lite_import import cancel_jobs, recover_imports
 from handlers.mail import SmtpTransport
 from handlers.outbox import Backoff, Outbox, Transport
 from handlers.ratelimit import Budget, RateLimiter
@@ -76,7 +77,9 @@ def limiter(settings: Settings) -> RateLimiter:
     lim = settings.limits
     flows = {"login": lim.login, "two_factor": lim.two_factor, "password_reset": lim.password_reset,
              "activation": lim.activation, "registration": lim.registration,
-             "two_factor_send": lim.two_factor_send, "accessory_login": lim.accessory_login}  # fmt: skip
+             "two_factor_send": lim.two_factor_send, "accessory_login": lim.accessory_login,
+             "gateway_lite_registration": lim.gateway_lite_registration,
+             "gateway_lite_activation": lim.gateway_lite_activation}  # fmt: skip
     budgets = {name: Budget(flow.per_address, flow.per_account) for name, flow in flows.items()}
     return RateLimiter(budgets, lim.lockout_seconds)
 
@@ -92,6 +95,7 @@ class Gatehouse:
         self.runner: web.AppRunner | None = None
         self.tls: certs.TlsFiles | None = None
         self.outbox: Outbox | None = None
+        self.ctx: Context | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -127,7 +131,15 @@ class Gatehouse:
                 s.users.two_factor_code_minutes,
                 s.users.totp_issuer,
             ),
+            gateway_lite=GatewayLitePolicy(
+                s.gateway_lite.access_domain,
+                s.gateway_lite.activation_hours,
+                int(s.gateway_lite.import_max_mb * 1024 * 1024),
+                s.gateway_lite.import_batch_rows,
+            ),
         )
+        self.ctx = ctx
+        await recover_imports()
         if s.broker.allow_anonymous:
             log.warning(
                 "!!! broker.allow_anonymous is ON: anyone can connect without credentials. "
@@ -195,6 +207,8 @@ class Gatehouse:
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
+        if self.ctx is not None:
+            await cancel_jobs(self.ctx)
         if self.outbox:
             await self.outbox.stop()
         if self.broker:

@@ -151,6 +151,10 @@ class LimitsSettings(_Section):
     registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="10 per hour")
     # Accessories' logins (POST /v1/accessory/{mac}/login, and MQTT CONNECTs with a password): failures count.
     accessory_login: FlowLimit = FlowLimit(per_address="30 per 10 minutes", per_account="5 per 15 minutes")
+    # Gateway Lite self-registration (per email) and its 6-digit activation tokens: failed activations
+    # are counted per address and all together ("account" is the whole flow: see docs/security.md).
+    gateway_lite_registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="3 per hour")
+    gateway_lite_activation: FlowLimit = FlowLimit(per_address="20 per hour", per_account="200 per hour")
     # 2FA codes sent by mail or SMS (setup, login, disable), per account: bounds what one account can send.
     two_factor_send: FlowLimit = FlowLimit(per_account="10 per hour")
     # An account whose per_account budget of failures is spent is refused for this long.
@@ -166,6 +170,14 @@ class UsersSettings(_Section):
     password_reset_hours: float = Field(24, gt=0)
     two_factor_code_minutes: float = Field(10, gt=0)
     totp_issuer: str = "Gatehouse"
+
+
+class GatewayLiteSettings(_Section):
+    # access_url of an acquired gateway: "<euid>-<random>.<access_domain>".
+    access_domain: str = "p2p.gatehouse.local"
+    activation_hours: float = Field(24, gt=0)  # the self-registered user's 6-digit token
+    import_max_mb: float = Field(64, gt=0)  # the largest CSV file an import accepts
+    import_batch_rows: int = Field(2000, ge=1)  # rows written per transaction (processed_rows moves by it)
 
 
 _config_path: ContextVar[Path] = ContextVar("gatehouse_config_path", default=DEFAULT_CONFIG)
@@ -187,6 +199,7 @@ class Settings(BaseSettings):
     sms: SmsSettings = SmsSettings()
     limits: LimitsSettings = LimitsSettings()
     users: UsersSettings = UsersSettings()
+    gateway_lite: GatewayLiteSettings = GatewayLiteSettings()
 
     @classmethod
     def settings_customise_sources(

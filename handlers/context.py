@@ -37,6 +37,16 @@ class UserPolicy:
     totp_issuer: str = "Gatehouse"
 
 
+@dataclass(frozen=True)
+class GatewayLitePolicy:
+    """Settings `gateway_lite.*`."""
+
+    access_domain: str = "p2p.gatehouse.local"
+    activation_hours: float = 24
+    import_max_bytes: int = 64 * 1024 * 1024
+    import_batch_rows: int = 2000
+
+
 @dataclass
 class Context:
     jwt_secret: str
@@ -49,6 +59,9 @@ class Context:
     # Mail and SMS go through here (handlers/mail.py, handlers/sms.py); default: outbox and log only.
     outbox: Outbox = field(default_factory=Outbox)
     users: UserPolicy = field(default_factory=UserPolicy)
+    gateway_lite: GatewayLitePolicy = field(default_factory=GatewayLitePolicy)
+    # Background jobs (Gateway Lite imports): kept referenced until done, cancelled at shutdown.
+    jobs: set[asyncio.Task[Any]] = field(default_factory=set)
     # Abuse budgets per flow (handlers/ratelimit.py); default: none.
     limiter: RateLimiter = field(default_factory=RateLimiter)
     # Commands awaiting their device's answer in this process: req_id -> future of the answer.

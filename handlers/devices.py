@@ -174,12 +174,16 @@ async def list_claims(principal: Principal, device_id: int) -> dict[str, object]
 
 async def authenticate_device(ctx: Context, username: str, password: str) -> Identity | None:
     """MQTT CONNECT: the username names the device, the password is its API key (an accessory's:
-    its access token or its password, `handlers.accessories`)."""
+    its access token or its password, `handlers.accessories`; a Gateway Lite's: its installation code)."""
     device = await Device.get_or_none(username=username)
     if device is not None and device.kind == "accessory":
         from handlers.accessories import authenticate_mqtt  # accessories build on this module
 
         return await authenticate_mqtt(ctx, device, password)
+    if device is not None and device.kind == "gateway_lite":
+        from handlers import gateway_lite  # Gateway Lites build on this module
+
+        return await gateway_lite.authenticate_mqtt(device, password)
     if not digest_matches(password, device.api_key_hash if device else None) or device is None:
         return None
     return identity_of(device)

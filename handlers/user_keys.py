@@ -11,6 +11,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise.exceptions import IntegrityError
+
 from handlers.errors import Gone, InvalidPayload
 from handlers.secrets import digest, new_secret
 from models.accounts import User, UserKey
@@ -60,3 +62,25 @@ async def take(purpose: str, key: str, *, user_id: str | None = None, what: str 
 async def void(user_id: str, *purposes: str) -> None:
     """Every unused key of these purposes for the user stops working."""
     await UserKey.filter(user_id=user_id, purpose__in=purposes, used_at=None).update(used_at=datetime.now(UTC))
+
+
+async def issue_lookup_code(user: User, purpose: str, ttl: timedelta, attempts: int = 20) -> str:
+    """A 6-digit key found by itself (no user to go with it, unlike a 2FA code): unique among the
+    live keys of `purpose`. A used or expired row with the same digest makes way; a live one means
+    another code is drawn. The user's earlier keys for the purpose stop working."""
+    now = datetime.now(UTC)
+    await UserKey.filter(user_id=user.id, purpose=purpose, used_at=None).update(used_at=now)
+    for _ in range(attempts):
+        key = f"{secrets.randbelow(10**6):06d}"
+        key_hash = _digest(purpose, key, None)
+        old = await UserKey.get_or_none(key_hash=key_hash)
+        if old is not None:
+            if old.used_at is None and old.expires_at > now:
+                continue
+            await UserKey.filter(id=old.id).delete()
+        try:
+            await UserKey.create(user=user, purpose=purpose, key_hash=key_hash, expires_at=now + ttl)
+        except IntegrityError:  # drawn by a concurrent request at the same moment
+            continue
+        return key
+    raise RuntimeError(f"no free {purpose} code after {attempts} draws")

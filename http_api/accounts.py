@@ -24,8 +24,15 @@ async def logout(request: web.Request, who: Principal, body: RefreshRequest) -> 
 
 ENDPOINTS = [
     Endpoint(
-        "POST", "/auth/login", login, "Log in: an access token and a refresh token",
-        {200: Tokens}, errors=(401, 429), auth=None, body=LoginRequest, tag="accounts",
+        "POST",
+        "/auth/login",
+        login,
+        "Log in: an access token and a refresh token",
+        {200: Tokens},
+        errors=(401, 429),
+        auth=None,
+        body=LoginRequest,
+        tag="accounts",
         description="401 `invalid_credentials` or `account_not_active`. A user with two-factor authentication: "
         "401 `two_factor_required` with `method` (app, email, sms; email/sms: a code was sent) when "
         "`two_factor_auth_code` is missing, `invalid_two_factor_code` for a wrong or already used one, "
@@ -34,13 +41,25 @@ ENDPOINTS = [
         "see docs/security.md.",
     ),
     Endpoint(
-        "POST", "/auth/refresh", refresh, "New tokens for a refresh token (which is used up)",
-        {200: Tokens}, errors=(401,), auth=None, body=RefreshRequest, tag="accounts",
+        "POST",
+        "/auth/refresh",
+        refresh,
+        "New tokens for a refresh token (which is used up)",
+        {200: Tokens},
+        errors=(401,),
+        auth=None,
+        body=RefreshRequest,
+        tag="accounts",
         description="401 `refresh_invalid` for an unknown, used, revoked or expired refresh token.",
     ),
     Endpoint(
-        "POST", "/auth/logout", logout, "Revoke one of the caller's refresh tokens",
-        {204: None}, body=RefreshRequest, tag="accounts",
+        "POST",
+        "/auth/logout",
+        logout,
+        "Revoke one of the caller's refresh tokens",
+        {204: None},
+        body=RefreshRequest,
+        tag="accounts",
         description="Access tokens stay valid until they expire, as JWTs do.",
     ),
 ]

@@ -8,7 +8,18 @@ from typing import Any
 from aiohttp import web
 
 from handlers.context import Context
-from http_api import accessories, accounts, gateway, openapi, system, tenancy, two_factor, user_flows, users
+from http_api import (
+    accessories,
+    accounts,
+    gateway,
+    gateway_lite,
+    openapi,
+    system,
+    tenancy,
+    two_factor,
+    user_flows,
+    users,
+)
 from http_api.errors import error_middleware, quiet_unparseable_requests
 from http_api.hardware import hardware_middleware
 from http_api.state import CTX, DOOR, HEALTH, Door
@@ -25,6 +36,7 @@ ENDPOINTS = [
     *two_factor.ENDPOINTS,
     *gateway.ENDPOINTS,
     *accessories.ENDPOINTS,
+    *gateway_lite.ENDPOINTS,
 ]
 
 

@@ -46,6 +46,7 @@ class Endpoint:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     raw_body: Any = None  # a type documenting a body the handler reads itself
+    raw_body_media_type: str = "application/json"  # ... and the media type it comes in
     media_type: str = "application/json"
     tag: str = ""
     description: str = ""

@@ -139,7 +139,7 @@ def _operation(ep: Endpoint, refs: dict[tuple[type[BaseModel], Any], dict[str, A
         op["requestBody"] = {"required": required, "content": _content("application/json", ref)}
     elif ep.raw_body is not None:
         schema = TypeAdapter(ep.raw_body).json_schema(ref_template=REF)
-        op["requestBody"] = {"required": True, "content": _content("application/json", schema)}
+        op["requestBody"] = {"required": True, "content": _content(ep.raw_body_media_type, schema)}
     responses: dict[str, Any] = {}
     for status, model in ep.responses.items():
         answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}

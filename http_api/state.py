@@ -108,7 +108,6 @@ def path_id(request: web.Request, name: str = "id", what: str = "device") -> int
     return int(raw)
 
 
-
 def client_address(request: web.Request) -> str:
     """The client's address: the socket's peer, or behind `trusted_proxy_hops` proxies the entry the
     outermost of them appended to X-Forwarded-For (entries left of it are the client's to invent)."""

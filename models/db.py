@@ -20,6 +20,7 @@ MODEL_MODULES = [
     "models.tenancy",
     "models.devices",
     "models.accessories",
+    "models.gateway_lite",
     "models.telemetry",
     "models.commands",
     "models.sessions",

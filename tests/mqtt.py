@@ -27,9 +27,7 @@ class Message:
 
 
 class Client:
-    def __init__(
-        self, client_id: str | None = None, *, clean_session: bool = True, transport: str = "tcp"
-    ) -> None:
+    def __init__(self, client_id: str | None = None, *, clean_session: bool = True, transport: str = "tcp") -> None:
         self._chosen_id = client_id is not None
         self._clean_session = clean_session
         self._transport = transport  # "tcp" or "websockets"

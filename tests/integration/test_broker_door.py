@@ -385,7 +385,6 @@ async def test_a_command_result_with_an_overlong_req_id_is_refused_on_the_errors
     await raw.disconnect()
 
 
-
 # --- WebSocket ------------------------------------------------------------------------------------
 
 
