@@ -200,7 +200,8 @@ ENDPOINTS = [
         description="The old key stops working at once. " + KEY_RULES,
     ),
     Endpoint(
-        "POST", f"{GL}/users/register/", register_gateway_lite_user, "Register yourself with a provider's integration key",
+        "POST", f"{GL}/users/register/", register_gateway_lite_user,
+        "Register yourself with a provider's integration key",
         {201: Detail}, errors=(400, 429), auth=None, body=SelfRegistration, tag="gateway lite",
         description="A pending customer user, with a customer of its own under the key's partner, and a mail "
         "carrying a 6-digit activation token. 400 `invalid_schema`, `invalid_email`, `password_mismatch`, "
@@ -208,7 +209,8 @@ ENDPOINTS = [
         "then. 429 `rate_limited` (`limits.gateway_lite_registration`).",
     ),
     Endpoint(
-        "POST", f"{GL}/users/activate/", activate_gateway_lite_user, "Activate a self-registered account with its 6-digit token",
+        "POST", f"{GL}/users/activate/", activate_gateway_lite_user,
+        "Activate a self-registered account with its 6-digit token",
         {200: Detail}, errors=(400, 404, 429), auth=None, body=ActivateRequest, tag="gateway lite",
         description="400 `invalid_token` (not six digits); 404 `activation_token_not_found` (unknown, used or "
         "expired: a token works once). Failures are limited per address and for the whole flow "
@@ -237,7 +239,8 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST", f"{GL}/import", create_import, "Upload a CSV of Gateway Lites", {201: ImportView},
-        errors=(400, 403, 413, 415), raw_body=ImportUpload, raw_body_media_type="multipart/form-data", tag="gateway lite",
+        errors=(400, 403, 413, 415), raw_body=ImportUpload, raw_body_media_type="multipart/form-data",
+        tag="gateway lite",
         description="Answers at once (`pending`); the file is checked whole, then imported in the background "
         "(`processed_rows` moves; `status` ends `completed` or `failed`). All or nothing: a wrong header or "
         "delimiter, an empty field, a repeated or already registered euid, a file that is not UTF-8 CSV fails the "
@@ -263,8 +266,8 @@ ENDPOINTS = [
         "`already_acquired` (by anyone), `invalid_euid`; 404 `gateway_not_found`. Of racing callers one wins.",
     ),
     Endpoint(
-        "GET", "/devices/", list_devices_in_scope, "Every device in the caller's scope, of every kind", {200: DeviceEntries},
-        query=PageQuery, tag="gateway lite",
+        "GET", "/devices/", list_devices_in_scope, "Every device in the caller's scope, of every kind",
+        {200: DeviceEntries}, query=PageQuery, tag="gateway lite",
     ),
     Endpoint(
         "GET", "/devices/{id}/", get_device_in_scope, "One device in scope", {200: DeviceEntry}, tag="gateway lite",

@@ -34,7 +34,7 @@ async def test_gateway_lite_end_to_end(
 ) -> None:
     admin = Api(http, mail_server.url)
     await admin.login("admin@example.com")
-    partner, key = await provider(admin)
+    _, key = await provider(admin)
     product_id = await product(admin)
 
     rows = gateway_rows(3)
@@ -78,8 +78,8 @@ async def test_gateway_lite_end_to_end(
 
     made = []
     for fp in FP:
-        status, body = await user.call("POST", "/integrations/gateway_lite/fingerprints", {"fingerprint": fp,
-                                                                                          "description": "phone"})  # fmt: skip
+        new = {"fingerprint": fp, "description": "phone"}
+        status, body = await user.call("POST", "/integrations/gateway_lite/fingerprints", new)
         assert status == 201 and body["fingerprint"] == fp.lower(), body
         made.append(body)
     held = await latest_list(gateway, euid)
