@@ -121,6 +121,9 @@ def parse_csv(data: bytes) -> tuple[list[Row], list[str]]:
         return [], [f"the file is not UTF-8 text (byte {exc.start} cannot be decoded)"]
     if "\x00" in text:
         return [], ["the file is not a CSV text file (it contains NUL bytes)"]
+    first = text.split("\n", 1)[0]
+    if ";" not in first and "," in first:
+        return [], [f"line 1: the delimiter must be ';' (the header reads {first[:200]!r})"]
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", strict=True)
     rows: list[Row] = []
     problems: list[str] = []

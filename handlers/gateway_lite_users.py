@@ -60,6 +60,8 @@ async def register(ctx: Context, req: SelfRegistration, *, address: str = "") ->
         await check_username_free(email)
     except Conflict:
         raise taken from None
+    if await User.filter(username__iexact=email).exists():  # one mailbox, whatever the case
+        raise taken
     password_hash = await hash_password(req.password)
     now = datetime.now(UTC)
     try:
