@@ -200,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(accessory)
     accessory_sim.add_arguments(accessory)
+    from firmware_sim import gateway_lite as gateway_lite_sim
+
+    gateway_lite = sim_sub.add_parser(
+        "gateway-lite",
+        help="Gateway Lites from an import CSV: connect each, print the fingerprint lists it holds",
+        description="Connect every Gateway Lite in an import CSV over MQTT (its serial number as username, its "
+        "installation code as password), subscribe each to devices/<euid>/fingerprints (QoS 1) and print every "
+        "fingerprint list it receives, for --duration seconds or until Ctrl-C; prints progress and a summary. "
+        "Exits 2 on a bad CSV, 1 unless every gateway connected and stayed connected.",
+        epilog=_examples(
+            "gatehouse sim gateway-lite --csv gateways.csv --duration 30",
+            "gatehouse sim gateway-lite --csv gateways.csv --duration 600 --tls",
+        ),
+    )
+    _common(gateway_lite)
+    gateway_lite_sim.add_arguments(gateway_lite)
     return parser
 
 
@@ -243,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "outbox":
             return _run(_outbox(args))
         elif args.command == "sim":
-            from firmware_sim import accessory, esp32
+            from firmware_sim import accessory, esp32, gateway_lite
 
-            simulator = accessory if args.sim_command == "accessory" else esp32
+            simulator = {"accessory": accessory, "esp32": esp32, "gateway-lite": gateway_lite}[args.sim_command]
             return _run(simulator.run(args, _settings(args)))
     except ConfigError as exc:
         print(f"gatehouse: {exc}", file=sys.stderr)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.gateway_lite import csv_bytes, finished, gateway_rows, product, upload
 from tests.support import PASSWORD, ROOT, Api, Server
 
 
@@ -151,3 +154,65 @@ async def test_sim_accessory(server: Server, alice: Api, tls: bool) -> None:
         assert 0 <= hist["results"][0]["payload"]["battery_pct"] <= 100
         total += len(hist["results"])
     assert total == sent
+
+
+@pytest.mark.parametrize("tls", [False, True])
+async def test_sim_gateway_lite(server: Server, admin: Api, alice: Api, tmp_path: Path, tls: bool) -> None:
+    """Connects every gateway of an import CSV with its installation code and prints the lists it holds."""
+    product_id = await product(admin, f"Sim Gateway Lite {'tls' if tls else 'tcp'}")
+    rows = gateway_rows(2)
+    data = csv_bytes(rows)
+    status, rec = await upload(admin, data, product_id)
+    assert status == 201, rec
+    done = await finished(admin, rec["id"])
+    assert done["status"] == "completed", done
+    status, held = await alice.call("GET", "/integrations/gateway_lite/fingerprints")
+    assert status == 200, held
+    for old in held:  # the session server is shared: start alice with none, so the gateway holds exactly ours
+        status, body = await alice.call("DELETE", f"/integrations/gateway_lite/fingerprints/{old['id']}")
+        assert status == 204, body
+    euid = rows[0][0]
+    status, acquired = await alice.call("POST", "/integrations/gateway_lite/acquire", {"euid": euid})
+    assert status == 200, acquired
+    fp = secrets.token_hex(16)
+    status, made = await alice.call("POST", "/integrations/gateway_lite/fingerprints", {"fingerprint": fp,
+                                                                                     "description": "sim"})  # fmt: skip
+    assert status == 201, made
+    (tmp_path / "gateways.csv").write_bytes(data)
+    try:
+        await _run_gateway_lite(server, tmp_path, rows, euid, fp, tls)
+    finally:
+        await alice.call("DELETE", f"/integrations/gateway_lite/fingerprints/{made['id']}")
+        await alice.call("PUT", f"/devices/{acquired['uuid']}/release/")
+
+
+async def _run_gateway_lite(
+    server: Server, tmp_path: Path, rows: list[tuple[str, str, str, str]], euid: str, fp: str, tls: bool
+) -> None:
+
+    port = server.mqtts_port if tls else server.mqtt_port
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatehouse.cli", "sim", "gateway-lite", "--csv", str(tmp_path / "gateways.csv"),
+        "--duration", "3", "--data-dir", str(server.data_dir), "--mqtt-port", str(port), *(["--tls"] if tls else []),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 0, stdout + stderr
+    assert f"{euid} holds 1 fingerprint(s): {fp}" in stdout.splitlines(), stdout + stderr
+    assert not any(line.startswith(rows[1][0]) for line in stdout.splitlines()), stdout  # not acquired: no list
+    summary = _summary(stdout)
+    assert summary["gateways"] == summary["connected"] == "2", summary
+    assert summary["refused"] == summary["failed"] == summary["dropped"] == "0", summary
+    assert summary["transport"] == ("mqtt+tls" if tls else "mqtt") and int(summary["lists"]) >= 1, summary
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(csv_bytes(rows, header='"Serial";"FW Code";"Nabto DeviceId";"InstallCode"'))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatehouse.cli", "sim", "gateway-lite", "--csv", str(bad), "--duration", "1",
+        "--data-dir", str(server.data_dir), "--mqtt-port", str(port), *(["--tls"] if tls else []),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out.decode() + err.decode()
+    assert b"expected the ';'-delimited columns" in err and b"Traceback" not in err, err
