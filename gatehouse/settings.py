@@ -177,7 +177,7 @@ class GatewayLiteSettings(_Section):
     access_domain: str = "p2p.gatehouse.local"
     activation_hours: float = Field(24, gt=0)  # the self-registered user's 6-digit token
     import_max_mb: float = Field(64, gt=0)  # the largest CSV file an import accepts
-    import_batch_rows: int = Field(2000, ge=1)  # rows written per transaction (processed_rows moves by it)
+    import_batch_rows: int = Field(500, ge=1)  # rows written per transaction (processed_rows moves by it)
 
 
 _config_path: ContextVar[Path] = ContextVar("gatehouse_config_path", default=DEFAULT_CONFIG)

@@ -44,7 +44,7 @@ class GatewayLitePolicy:
     access_domain: str = "p2p.gatehouse.local"
     activation_hours: float = 24
     import_max_bytes: int = 64 * 1024 * 1024
-    import_batch_rows: int = 2000
+    import_batch_rows: int = 500
 
 
 @dataclass

@@ -177,3 +177,63 @@ async def test_the_readme_accessory_walkthrough(plain: Server, http: aiohttp.Cli
     assert await asyncio.to_thread(client.disconnected.wait, 5)
     status, _ = await admin.call("GET", f"/v1/accessory/{mac}", headers={**h, "Authorization": acc})
     assert status == 401
+
+
+async def test_the_readme_gateway_lite_walkthrough(plain: Server, http: aiohttp.ClientSession) -> None:
+    """README "Gateway Lite": a provider and its key, a product, the printf'd CSV imported, a user
+    registered with the key and activated with the token from `gatehouse outbox`, the gateway acquired,
+    a fingerprint held by the gateway over MQTT/TLS, resync, release (the gateway holds [])."""
+    admin = Api(http, plain.url)
+    await admin.login("admin@example.com")
+    status, partner = await admin.call("POST", "/partners/", {"name": "Lite Co", "is_gateway_lite_provider": True})
+    assert status == 201, partner
+    status, key = await admin.call("GET", f"/partners/{partner['id']}/integration_key/")
+    assert status == 200, key
+    status, product = await admin.call("POST", "/products/", {"name": "Gateway Lite"})
+    assert status == 201, product
+    euid, code = "0200000100001274", "ic-secret-1274"
+    csv = f'"Product Serial Number";"FW Code";"Nabto DeviceId";"InstallCode"\n{euid};FW1;nabto-1274;{code}\n'
+    form = aiohttp.FormData()
+    form.add_field("csv_file", csv.encode(), filename="gw.csv")
+    form.add_field("product_id", product["id"])
+    status, rec = await admin.call("POST", "/integrations/gateway_lite/import", data=form)  # type: ignore[arg-type]
+    assert status == 201 and rec["status"] == "pending", rec
+    for _ in range(100):
+        status, rec = await admin.call("GET", f"/integrations/gateway_lite/import/{rec['id']}")
+        if rec["status"] != "pending" and rec["status"] != "processing":
+            break
+        await asyncio.sleep(0.1)
+    assert rec["status"] == "completed" and rec["processed_rows"] == 1, rec
+
+    bob_mail = "bob@lite.example"
+    status, body = await admin.call("POST", "/integrations/gateway_lite/users/register/", {
+        "integration_key": key["integration_key"], "first_name": "Bob", "last_name": "Bobsen", "email": bob_mail,
+        "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD}, auth=False)  # fmt: skip
+    assert status == 201, body
+    token = found(r"Your activation token: (\d{6})", newest_mail(plain, bob_mail)["body"])
+    status, body = await admin.call("POST", "/integrations/gateway_lite/users/activate/", {"activation_token": token})
+    assert status == 200, body
+    bob = Api(http, plain.url)
+    await bob.login(bob_mail, NEW_PASSWORD)
+    status, acquired = await bob.call("POST", "/integrations/gateway_lite/acquire", {"euid": euid})
+    assert status == 200 and acquired["access_url"].startswith(f"{euid}-"), acquired
+    assert acquired["access_url"].endswith(".p2p.gatehouse.local"), acquired
+    status, devices = await bob.call("GET", "/devices/")
+    assert status == 200 and devices["results"][0]["commission_state"] == "customer_provisioned", devices
+
+    gateway = Client(euid)
+    assert await gateway.connect(plain.mqtts_port, euid, code, ca=plain.ca) == 0
+    assert await gateway.subscribe(f"devices/{euid}/fingerprints") == 1
+    assert json.loads((await gateway.receive_on(f"devices/{euid}/fingerprints")).payload) == []
+    fp = {"fingerprint": "e66db5dc25c4423da290d42a5b57af21", "description": "Iphone 7s Plus"}
+    status, made = await bob.call("POST", "/integrations/gateway_lite/fingerprints", fp)
+    assert status == 201, made
+    held = json.loads((await gateway.receive_on(f"devices/{euid}/fingerprints")).payload)
+    assert held == [{"id": made["id"], **fp}], held
+    status, body = await bob.call("POST", "/integrations/gateway_lite/fingerprints/resync")
+    assert status == 200 and body == {"detail": "Synchronizing 1 fingerprint(s)."}, body
+    assert json.loads((await gateway.receive_on(f"devices/{euid}/fingerprints")).payload) == held
+    status, body = await bob.call("PUT", f"/devices/{acquired['uuid']}/release/")
+    assert status == 200 and body == {"detail": "The Gateway was released successfully."}, body
+    assert json.loads((await gateway.receive_on(f"devices/{euid}/fingerprints")).payload) == []
+    gateway.close()
