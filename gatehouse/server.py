@@ -135,7 +135,7 @@ class Gatehouse:
                 s.gateway_lite.access_domain,
                 s.gateway_lite.activation_hours,
                 int(s.gateway_lite.import_max_mb * 1024 * 1024),
-                s.gateway_lite.import_batch_rows,
+                s.gateway_lite.import_batch_rows or (500 if s.database_url.startswith("sqlite") else 2000),
             ),
         )
         self.ctx = ctx
