@@ -342,3 +342,48 @@ async def test_gateway_mqtt_credentials_and_acl(server: Server, admin: Api, clie
     for topic in (f"devices/{other}/fingerprints", "devices/+/fingerprints", "#"):
         assert await gateway.subscribe(topic) == 0x80, topic
     assert await gateway.subscribe(f"devices/{euid}/fingerprints") == 1
+
+
+async def test_expired_activation_token(tmp_path_factory: pytest.TempPathFactory, smtpd: SmtpSink) -> None:
+    from tests.support import mail_env
+
+    srv = make_server(tmp_path_factory.mktemp("gatehouse-gwl-expiry"), **mail_env(smtpd.port),
+                      GATEHOUSE_GATEWAY_LITE__ACTIVATION_HOURS="0.0005")  # 1.8 seconds  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as http:
+            admin = Api(http, srv.url)
+            await admin.login("admin@example.com")
+            _, key = await provider(admin)
+            email = "slow-reader@example.com"
+            status, _ = await admin.call("POST", f"{GL}/users/register/", signup(key, email), auth=False)
+            assert status == 201
+            token = re.search(r"\b(\d{6})\b", (await smtpd.wait_for(email))[-1].body).group(1)  # type: ignore[union-attr]
+            await asyncio.sleep(2.5)
+            status, body = await admin.call("POST", f"{GL}/users/activate/", {"activation_token": token}, auth=False)
+            assert status == 404, body
+            rows = await fetch(srv, "SELECT account_status FROM users WHERE username = ?", email)
+            assert rows == [("pending",)], rows
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-5000:]
+
+
+async def test_devices_lists_every_kind_and_patch_releases(server: Server, admin: Api, alice: Api) -> None:
+    esp32, _ = await alice.claimed_device("kitchen meter")
+    euid = (await imported(admin))[0][0]
+    status, acquired = await alice.call("POST", f"{GL}/acquire", {"euid": euid})
+    assert status == 200, acquired
+    status, listed = await alice.call("GET", "/devices/?limit=1000")
+    assert status == 200, listed
+    kinds = {d["username"]: (d["kind"], d["commission_state"]) for d in listed["results"]}
+    assert kinds[esp32["username"]] == ("esp32", None) and kinds[euid] == ("gateway_lite", "customer_provisioned")
+    status, one = await alice.call("GET", f"/devices/{esp32['id']}/")
+    assert status == 200 and one["uuid"] is None, one
+    status, body = await alice.call("PUT", f"/devices/{esp32['id']}/release/")
+    assert status == 404, body  # not a Gateway Lite
+    status, body = await alice.call("PATCH", f"/devices/{acquired['uuid']}/release/")
+    assert status == 200, body
+    status, again = await alice.call("GET", f"/devices/{acquired['uuid']}/")
+    assert status == 404, again  # back with its importer
+    status, body = await alice.call("POST", f"{GL}/acquire", {"euid": euid})
+    assert status == 200 and body["access_url"] != acquired["access_url"], body  # a new random part
