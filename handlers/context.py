@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,8 @@ class Context:
     outbox: Outbox = field(default_factory=Outbox)
     users: UserPolicy = field(default_factory=UserPolicy)
     gateway_lite: GatewayLitePolicy = field(default_factory=GatewayLitePolicy)
+    # Per-key locks while in use (held only by their users: a weak dictionary forgets idle ones).
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(default_factory=weakref.WeakValueDictionary)
     # Background jobs (Gateway Lite imports): kept referenced until done, cancelled at shutdown.
     jobs: set[asyncio.Task[Any]] = field(default_factory=set)
     # Abuse budgets per flow (handlers/ratelimit.py); default: none.

@@ -10,7 +10,7 @@ import uuid
 from pydantic import BaseModel, Field, RootModel, field_validator
 from tortoise.exceptions import IntegrityError
 
-from handlers.effects import Effect
+from handlers.context import Context
 from handlers.errors import Conflict, InvalidPayload, NotFound
 from handlers.gateway_lite import fingerprint_entry, sync_fingerprints
 from handlers.principal import Principal
@@ -55,7 +55,7 @@ class ResyncDetail(View):
     detail: str
 
 
-async def create(principal: Principal, req: FingerprintBody) -> tuple[dict[str, str], list[Effect]]:
+async def create(ctx: Context, principal: Principal, req: FingerprintBody) -> dict[str, str]:
     if req.user is not None and str(req.user) != principal.user_id:
         raise bad_reference("user", "a fingerprint belongs to the user who creates it")
     try:
@@ -66,7 +66,8 @@ async def create(principal: Principal, req: FingerprintBody) -> tuple[dict[str, 
         raise field_error(
             Conflict, "fingerprint", "this fingerprint is already registered", "duplicate_fingerprint"
         ) from None
-    return fingerprint_entry(f), await sync_fingerprints(principal.user_id)
+    await sync_fingerprints(ctx, principal.user_id)
+    return fingerprint_entry(f)
 
 
 async def list_own(principal: Principal) -> list[dict[str, str]]:
@@ -84,16 +85,17 @@ async def get(principal: Principal, raw_id: str) -> dict[str, str]:
     return fingerprint_entry(await _own(principal, raw_id))
 
 
-async def delete(principal: Principal, raw_id: str) -> list[Effect]:
+async def delete(ctx: Context, principal: Principal, raw_id: str) -> None:
     f = await _own(principal, raw_id)
     await f.delete()
-    return await sync_fingerprints(principal.user_id)
+    await sync_fingerprints(ctx, principal.user_id)
 
 
-async def resync(principal: Principal, req: ResyncRequest) -> tuple[dict[str, str], list[Effect]]:
+async def resync(ctx: Context, principal: Principal, req: ResyncRequest) -> dict[str, str]:
     own = await Fingerprint.filter(user_id=principal.user_id).order_by("created", "id")
     if req.fingerprints is None:
-        return {"detail": f"Synchronizing {len(own)} fingerprint(s)."}, await sync_fingerprints(principal.user_id)
+        await sync_fingerprints(ctx, principal.user_id)
+        return {"detail": f"Synchronizing {len(own)} fingerprint(s)."}
     by_key = {f.fingerprint: f for f in own} | {f.id.hex: f for f in own}
     unknown = [e for e in req.fingerprints if e.lower() not in by_key]
     if unknown:
@@ -104,5 +106,5 @@ async def resync(principal: Principal, req: ResyncRequest) -> tuple[dict[str, st
             errors=[{"field": "fingerprints", "message": f"not yours or unknown: {e[:40]!r}"} for e in unknown[:100]],
         )
     chosen = list({id(f): f for f in (by_key[e.lower()] for e in req.fingerprints)}.values())
-    detail = {"detail": f"Synchronizing {len(chosen)} fingerprint(s)."}
-    return detail, await sync_fingerprints(principal.user_id, chosen)
+    await sync_fingerprints(ctx, principal.user_id, chosen)
+    return {"detail": f"Synchronizing {len(chosen)} fingerprint(s)."}

@@ -8,6 +8,7 @@ publishes `[]`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import uuid
@@ -112,7 +113,7 @@ def parse_euid(raw: str) -> str:
     return found
 
 
-async def acquire(ctx: Context, principal: Principal, req: AcquireRequest) -> tuple[dict[str, object], list[Effect]]:
+async def acquire(ctx: Context, principal: Principal, req: AcquireRequest) -> dict[str, object]:
     """inactive -> customer_provisioned, owned by the caller (and their customer). Of two racing
     callers exactly one wins: the state changes by one conditional update."""
     euid = parse_euid(req.euid)
@@ -134,8 +135,8 @@ async def acquire(ctx: Context, principal: Principal, req: AcquireRequest) -> tu
             tenant_partner_id=principal.partner_id,
             tenant_customer_id=principal.customer_id,
         )
-    view = {"uuid": str(gw.uuid), "euid": euid, "access_url": f"{euid}-{access}.{ctx.gateway_lite.access_domain}"}
-    return view, [await _list_for(euid, principal.user_id)]
+    await sync_fingerprints(ctx, principal.user_id)  # the new gateway gets its owner's list
+    return {"uuid": str(gw.uuid), "euid": euid, "access_url": f"{euid}-{access}.{ctx.gateway_lite.access_domain}"}
 
 
 async def _in_scope(principal: Principal, raw_id: str, *, gateway: bool) -> tuple[Device, GatewayLite | None]:
@@ -148,7 +149,7 @@ async def _in_scope(principal: Principal, raw_id: str, *, gateway: bool) -> tupl
             query = query.filter(gateway_lite__uuid=uuid.UUID(raw_id))
         except ValueError:
             query = None  # type: ignore[assignment]
-    device = await query.prefetch_related("gateway_lite").first() if query is not None else None
+    device = await query.first() if query is not None else None
     gw = await GatewayLite.get_or_none(device_id=device.id) if device is not None else None
     if device is None or (gateway and gw is None):
         what = "gateway" if gateway else "device"
@@ -168,20 +169,23 @@ async def get_device(principal: Principal, raw_id: str) -> dict[str, object]:
     return _entry(*await _in_scope(principal, raw_id, gateway=False))
 
 
-async def release(principal: Principal, raw_id: str) -> tuple[dict[str, str], list[Effect]]:
+async def release(ctx: Context, principal: Principal, raw_id: str) -> dict[str, str]:
     """Back to inactive and to whoever imported it; the fingerprint list on the gateway is emptied."""
     device, gw = await _in_scope(principal, raw_id, gateway=True)
     assert gw is not None
-    if str(device.owner_id) != principal.user_id:  # type: ignore[attr-defined]
+    owner = str(device.owner_id)  # type: ignore[attr-defined]
+    if owner != principal.user_id:
         check_permission(principal, device, "change_device")
-    async with in_transaction():
-        await GatewayLite.filter(id=gw.id).update(commission_state="inactive", access_secret="", acquired_at=None)
-        await Device.filter(id=device.id).update(
-            owner_id=gw.importer_id,  # type: ignore[attr-defined]
-            tenant_partner_id=gw.importer_partner_id,  # type: ignore[attr-defined]
-            tenant_customer_id=None,
-        )
-    return {"detail": RELEASED}, [Publish.json(fingerprints_topic(device.username), [], retain=True)]
+    async with _pushing(ctx, owner):
+        async with in_transaction():
+            await GatewayLite.filter(id=gw.id).update(commission_state="inactive", access_secret="", acquired_at=None)
+            await Device.filter(id=device.id).update(
+                owner_id=gw.importer_id,  # type: ignore[attr-defined]
+                tenant_partner_id=gw.importer_partner_id,  # type: ignore[attr-defined]
+                tenant_customer_id=None,
+            )
+        await ctx.effector.apply([Publish.json(fingerprints_topic(device.username), [], retain=True)])
+    return {"detail": RELEASED}
 
 
 # --- fingerprints on the gateways ------------------------------------------------------------------
@@ -203,15 +207,26 @@ async def owned_gateways(user_id: str) -> list[str]:
     ).values_list("username", flat=True)
 
 
-async def sync_fingerprints(user_id: str, only: list[Fingerprint] | None = None) -> list[Effect]:
-    """The user's full list, retained, on each of their gateways; with `only`, those entries also go
-    (not retained) to `devices/<euid>/fingerprints/resync`."""
-    effects: list[Effect] = []
-    for euid in await owned_gateways(user_id):
-        effects.append(await _list_for(euid, user_id))
-        if only is not None:
-            effects.append(Publish.json(f"{fingerprints_topic(euid)}/resync", [fingerprint_entry(f) for f in only]))
-    return effects
+def _pushing(ctx: Context, user_id: str) -> asyncio.Lock:
+    """One push at a time per user: a list read before a change must not be published after the list
+    read after it (the retained message is the gateway's state)."""
+    lock = ctx.locks.get(f"fingerprints:{user_id}")
+    if lock is None:
+        lock = ctx.locks[f"fingerprints:{user_id}"] = asyncio.Lock()
+    return lock
+
+
+async def sync_fingerprints(ctx: Context, user_id: str, only: list[Fingerprint] | None = None) -> None:
+    """Publish the user's full list, retained, on each of their gateways; with `only`, those entries
+    also go (not retained) to `devices/<euid>/fingerprints/resync`."""
+    async with _pushing(ctx, user_id):
+        effects: list[Effect] = []
+        for euid in await owned_gateways(user_id):
+            effects.append(await _list_for(euid, user_id))
+            if only is not None:
+                entries = [fingerprint_entry(f) for f in only]
+                effects.append(Publish.json(f"{fingerprints_topic(euid)}/resync", entries))
+        await ctx.effector.apply(effects)
 
 
 # --- MQTT ------------------------------------------------------------------------------------------

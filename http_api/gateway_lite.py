@@ -134,9 +134,7 @@ async def delete_import(request: web.Request, who: Principal) -> None:
 
 
 async def acquire(request: web.Request, who: Principal, body: AcquireRequest) -> dict[str, object]:
-    view, effects = await gateway_lite.acquire(ctx_of(request), who, body)
-    await ctx_of(request).effector.apply(effects)
-    return view
+    return await gateway_lite.acquire(ctx_of(request), who, body)
 
 
 async def list_devices_in_scope(request: web.Request, who: Principal, query: PageQuery) -> dict[str, object]:
@@ -148,9 +146,7 @@ async def get_device_in_scope(request: web.Request, who: Principal) -> dict[str,
 
 
 async def release_gateway(request: web.Request, who: Principal) -> dict[str, str]:
-    detail, effects = await gateway_lite.release(who, _id(request))
-    await ctx_of(request).effector.apply(effects)
-    return detail
+    return await gateway_lite.release(ctx_of(request), who, _id(request))
 
 
 async def release_gateway_patch(request: web.Request, who: Principal) -> dict[str, str]:
@@ -158,9 +154,7 @@ async def release_gateway_patch(request: web.Request, who: Principal) -> dict[st
 
 
 async def create_fingerprint(request: web.Request, who: Principal, body: FingerprintBody) -> dict[str, str]:
-    view, effects = await fingerprints.create(who, body)
-    await ctx_of(request).effector.apply(effects)
-    return view
+    return await fingerprints.create(ctx_of(request), who, body)
 
 
 async def list_fingerprints(request: web.Request, who: Principal) -> list[dict[str, str]]:
@@ -172,13 +166,11 @@ async def get_fingerprint(request: web.Request, who: Principal) -> dict[str, str
 
 
 async def delete_fingerprint(request: web.Request, who: Principal) -> None:
-    await ctx_of(request).effector.apply(await fingerprints.delete(who, _id(request)))
+    await fingerprints.delete(ctx_of(request), who, _id(request))
 
 
 async def resync_fingerprints(request: web.Request, who: Principal, body: ResyncRequest) -> dict[str, str]:
-    detail, effects = await fingerprints.resync(who, body)
-    await ctx_of(request).effector.apply(effects)
-    return detail
+    return await fingerprints.resync(ctx_of(request), who, body)
 
 
 ID = {"id": "the object's id (a UUID)"}

@@ -4,6 +4,7 @@ the gateway holds them -> resync a subset -> release -> it holds none."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -18,15 +19,19 @@ from tests.support import PASSWORD, Api, Server
 FP = ["e66db5dc25c4423da290d42a5b57af21", "e66db5dc25c4423da290d42a5b57af34", "0123456789abcdef0123456789ABCDEF"]
 
 
-async def latest_list(client: Client, euid: str, timeout: float = 5) -> list[dict[str, str]]:
-    """The last fingerprint list the gateway got within `timeout` (waits for at least one)."""
-    msg = await client.receive_on(f"devices/{euid}/fingerprints", timeout)
-    got = json.loads(msg.payload)
-    while not client.messages.empty():
-        more = client.messages.get_nowait()
-        if more.topic == f"devices/{euid}/fingerprints":
-            got = json.loads(more.payload)
-    return got
+async def holds(client: Client, euid: str, want: list[str], timeout: float = 5) -> list[dict[str, str]]:
+    """The gateway's list once it is `want` (fingerprint values, in order): lists arrive one by one."""
+    topic, seen = f"devices/{euid}/fingerprints", None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            seen = json.loads((await client.receive_on(topic, max(0.05, deadline - loop.time()))).payload)
+        except TimeoutError:
+            break
+        if [f["fingerprint"] for f in seen] == want:
+            return seen
+    raise AssertionError(f"{euid} never held {want}; last list: {seen}")
 
 
 async def test_gateway_lite_end_to_end(
@@ -71,7 +76,7 @@ async def test_gateway_lite_end_to_end(
     status, acquired = await user.call("POST", "/integrations/gateway_lite/acquire", {"euid": euid})
     assert status == 200 and acquired["euid"] == euid, acquired
     assert re.fullmatch(rf"{euid}-[0-9a-f]{{20}}\.p2p\.gatehouse\.local", acquired["access_url"]), acquired
-    assert await latest_list(gateway, euid) == []
+    await holds(gateway, euid, [])
     status, devices = await user.call("GET", "/devices/")
     assert status == 200 and [d["username"] for d in devices["results"]] == [euid], devices
     assert devices["results"][0]["commission_state"] == "customer_provisioned"
@@ -82,14 +87,14 @@ async def test_gateway_lite_end_to_end(
         status, body = await user.call("POST", "/integrations/gateway_lite/fingerprints", new)
         assert status == 201 and body["fingerprint"] == fp.lower(), body
         made.append(body)
-    held = await latest_list(gateway, euid)
-    assert [f["fingerprint"] for f in held] == [fp.lower() for fp in FP], held
+    held = await holds(gateway, euid, [fp.lower() for fp in FP])
     status, listed = await user.call("GET", "/integrations/gateway_lite/fingerprints")
     assert status == 200 and listed == held, listed
 
     status, gone = await user.call("DELETE", f"/integrations/gateway_lite/fingerprints/{made[2]['id']}")
     assert status == 204, gone
-    assert [f["id"] for f in await latest_list(gateway, euid)] == [made[0]["id"], made[1]["id"]]
+    kept = await holds(gateway, euid, [made[0]["fingerprint"], made[1]["fingerprint"]])
+    assert [f["id"] for f in kept] == [made[0]["id"], made[1]["id"]]
 
     assert await gateway.subscribe(f"devices/{euid}/fingerprints/resync") == 1
     subset = {"fingerprints": [made[1]["id"].replace("-", "")]}
@@ -99,11 +104,11 @@ async def test_gateway_lite_end_to_end(
     assert [f["id"] for f in json.loads(pushed.payload)] == [made[1]["id"]]
     status, body = await user.call("POST", "/integrations/gateway_lite/fingerprints/resync")
     assert status == 200 and body == {"detail": "Synchronizing 2 fingerprint(s)."}, body
-    assert len(await latest_list(gateway, euid)) == 2
+    assert await holds(gateway, euid, [made[0]["fingerprint"], made[1]["fingerprint"]]) == kept
 
     status, body = await user.call("PUT", f"/devices/{acquired['uuid']}/release/")
     assert status == 200 and body == {"detail": "The Gateway was released successfully."}, body
-    assert await latest_list(gateway, euid) == []
+    await holds(gateway, euid, [])
     status, devices = await user.call("GET", "/devices/")
     assert status == 200 and devices["results"] == [], devices
     status, seen = await admin.call("GET", f"/devices/{acquired['uuid']}/")
@@ -113,4 +118,4 @@ async def test_gateway_lite_end_to_end(
     late = clients()
     assert await late.connect(mail_server.mqtt_port, euid, install_code) == 0
     assert await late.subscribe(f"devices/{euid}/fingerprints") == 1
-    assert await latest_list(late, euid) == []
+    await holds(late, euid, [])

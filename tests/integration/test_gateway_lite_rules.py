@@ -387,3 +387,23 @@ async def test_devices_lists_every_kind_and_patch_releases(server: Server, admin
     assert status == 404, again  # back with its importer
     status, body = await alice.call("POST", f"{GL}/acquire", {"euid": euid})
     assert status == 200 and body["access_url"] != acquired["access_url"], body  # a new random part
+
+
+async def test_concurrent_changes_leave_the_whole_list_retained(
+    server: Server, admin: Api, http: aiohttp.ClientSession, clients: Callable[..., Client]
+) -> None:
+    """Ten fingerprints added at once: whatever order the pushes go in, the list the gateway keeps
+    (the retained one, what a fresh subscription gets) has all ten."""
+    t = Tenants(server, http, admin)
+    owner = await t.user("customer", await t.customer(await t.partner("P")), ALL)
+    ((euid, _, _, code),) = await imported(admin)
+    status, _ = await owner.call("POST", f"{GL}/acquire", {"euid": euid})
+    assert status == 200
+    values = [f"{i:02x}" * 16 for i in range(10)]
+    answers = await asyncio.gather(*[owner.call("POST", f"{GL}/fingerprints", {"fingerprint": v}) for v in values])
+    assert all(s == 201 for s, _ in answers), answers
+    fresh = clients()
+    assert await fresh.connect(server.mqtt_port, euid, code) == 0
+    assert await fresh.subscribe(f"devices/{euid}/fingerprints") == 1
+    retained = json.loads((await fresh.receive_on(f"devices/{euid}/fingerprints")).payload)
+    assert sorted(f["fingerprint"] for f in retained) == values, retained
