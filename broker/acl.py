@@ -51,8 +51,11 @@ def may_publish(identity: Identity, client_id: str, topic: str) -> bool:
     prefix = own_prefix(identity, client_id)
     if prefix is not None:
         # Presence is the broker's: only it writes devices/<username>/status (a device could
-        # otherwise leave a retained "online" behind it).
-        if identity.kind == "device" and topic == prefix + "status":
+        # otherwise leave a retained "online" behind it). A Gateway Lite's fingerprint list is the
+        # server's too: the gateway reads its owner's list, it must not write one of its own.
+        if identity.kind == "device" and (
+            topic in (prefix + "status", prefix + "fingerprints") or topic.startswith(prefix + "fingerprints/")
+        ):
             return False
         return topic.startswith(prefix) and len(topic) > len(prefix)
     if identity.kind == "anonymous":

@@ -39,7 +39,7 @@ class CreateDevice(BaseModel):
     @field_validator("username")
     @classmethod
     def _username(cls, value: str | None) -> str | None:
-        if value is not None and (not USERNAME_RE.match(value) or value.lower() in RESERVED_USERNAMES):
+        if value is not None and (not USERNAME_RE.fullmatch(value) or value.lower() in RESERVED_USERNAMES):
             raise ValueError("username must be 1-128 of A-Z a-z 0-9 : . _ - and not a reserved name")
         return value
 
@@ -183,7 +183,7 @@ async def authenticate_device(ctx: Context, username: str, password: str) -> Ide
     if device is not None and device.kind == "gateway_lite":
         from handlers import gateway_lite  # Gateway Lites build on this module
 
-        return await gateway_lite.authenticate_mqtt(device, password)
+        return await gateway_lite.authenticate_mqtt(ctx, device, password)
     if not digest_matches(password, device.api_key_hash if device else None) or device is None:
         return None
     return identity_of(device)

@@ -26,7 +26,7 @@ from handlers.effects import Effect, Publish
 from handlers.envelope import Identity
 from handlers.errors import InvalidPayload, NotFound
 from handlers.principal import Principal
-from handlers.secrets import digest_matches
+from handlers.secrets import digest_matches, keyed_digest_matches
 from handlers.tenancy import PageQuery, devices_seen_by
 from handlers.user_rules import field_error
 from handlers.views import Timestamp, View
@@ -96,19 +96,18 @@ def parse_euid(raw: str) -> str:
     """The euid from what the user typed or scanned: bare, a URI, or JSON (docs/gateway_lite.md)."""
     text = raw.strip()
     found: Any = text
-    if text.startswith("{"):
-        try:
+    try:
+        if text.startswith("{"):
             found = json.loads(text).get("euid")
-        except (ValueError, AttributeError):
-            found = None
-    elif "://" in text or text.lower().startswith("urn:"):
-        parts = urlsplit(text)
-        query = parse_qs(parts.query).get("euid")
-        segments = [s for s in (parts.path or "").split("/") if s] or [parts.netloc]
-        found = (
-            query[0] if query else segments[-1].rsplit(":", 1)[-1] if text.lower().startswith("urn:") else segments[-1]
-        )
-    if not isinstance(found, str) or not USERNAME_RE.match(found) or found.lower() in RESERVED_USERNAMES:
+        elif text.lower().startswith("urn:"):
+            found = text.rsplit(":", 1)[-1]
+        elif "://" in text:
+            parts = urlsplit(text)
+            query = parse_qs(parts.query).get("euid")
+            found = query[0] if query else ([s for s in parts.path.split("/") if s] or [parts.netloc])[-1]
+    except (ValueError, AttributeError, RecursionError):  # not JSON / not a URI / nested beyond reason
+        found = None
+    if not isinstance(found, str) or not USERNAME_RE.fullmatch(found) or found.lower() in RESERVED_USERNAMES:
         raise field_error(InvalidPayload, "euid", "not an euid, nor a QR payload carrying one", "invalid_euid")
     return found
 
@@ -117,25 +116,27 @@ async def acquire(ctx: Context, principal: Principal, req: AcquireRequest) -> di
     """inactive -> customer_provisioned, owned by the caller (and their customer). Of two racing
     callers exactly one wins: the state changes by one conditional update."""
     euid = parse_euid(req.euid)
-    gw = await GatewayLite.get_or_none(device__username=euid).prefetch_related("device")
-    if gw is None:
+    gw = await GatewayLite.get_or_none(device__username=euid).prefetch_related("imported")
+    # A gateway of an import still running is not there yet: the import may still be undone.
+    if gw is None or (gw.imported is not None and gw.imported.status != "completed"):
         raise NotFound(f"gateway {euid} not found", code="gateway_not_found")
     taken = field_error(InvalidPayload, "euid", f"gateway {euid} is already acquired", "already_acquired")
     if gw.commission_state != "inactive":
         raise taken
     access = secrets.token_hex(10)
-    async with in_transaction():
-        won = await GatewayLite.filter(id=gw.id, commission_state="inactive").update(
-            commission_state="customer_provisioned", access_secret=access, acquired_at=datetime.now(UTC)
-        )
-        if not won:
-            raise taken
-        await Device.filter(id=gw.device_id).update(  # type: ignore[attr-defined]
-            owner_id=principal.user_id,
-            tenant_partner_id=principal.partner_id,
-            tenant_customer_id=principal.customer_id,
-        )
-    await sync_fingerprints(ctx, principal.user_id)  # the new gateway gets its owner's list
+    async with _gateway_lock(ctx, euid):
+        async with in_transaction():
+            won = await GatewayLite.filter(id=gw.id, commission_state="inactive").update(
+                commission_state="customer_provisioned", access_secret=access, acquired_at=datetime.now(UTC)
+            )
+            if not won:
+                raise taken
+            await Device.filter(id=gw.device_id).update(  # type: ignore[attr-defined]
+                owner_id=principal.user_id,
+                tenant_partner_id=principal.partner_id,
+                tenant_customer_id=principal.customer_id,
+            )
+        await sync_fingerprints(ctx, principal.user_id)  # the new gateway gets its owner's list
     return {"uuid": str(gw.uuid), "euid": euid, "access_url": f"{euid}-{access}.{ctx.gateway_lite.access_domain}"}
 
 
@@ -176,15 +177,23 @@ async def release(ctx: Context, principal: Principal, raw_id: str) -> dict[str, 
     owner = str(device.owner_id)  # type: ignore[attr-defined]
     if owner != principal.user_id:
         check_permission(principal, device, "change_device")
-    async with _pushing(ctx, owner):
+    # The gateway's lock orders this [] against a new owner's list; the owner's orders it against
+    # their fingerprint changes. Always in this order (acquire takes the same two), so no deadlock.
+    async with _gateway_lock(ctx, device.username), _pushing(ctx, owner):
         async with in_transaction():
-            await GatewayLite.filter(id=gw.id).update(commission_state="inactive", access_secret="", acquired_at=None)
-            await Device.filter(id=device.id).update(
+            # Only the ownership seen above is undone: a gateway released and acquired by someone
+            # else meanwhile stays theirs.
+            still = await Device.filter(id=device.id, owner_id=owner).update(
                 owner_id=gw.importer_id,  # type: ignore[attr-defined]
                 tenant_partner_id=gw.importer_partner_id,  # type: ignore[attr-defined]
                 tenant_customer_id=None,
             )
-        await ctx.effector.apply([Publish.json(fingerprints_topic(device.username), [], retain=True)])
+            if still:
+                await GatewayLite.filter(id=gw.id).update(
+                    commission_state="inactive", access_secret="", acquired_at=None
+                )
+        if still:
+            await ctx.effector.apply([Publish.json(fingerprints_topic(device.username), [], retain=True)])
     return {"detail": RELEASED}
 
 
@@ -207,13 +216,22 @@ async def owned_gateways(user_id: str) -> list[str]:
     ).values_list("username", flat=True)
 
 
+def _lock(ctx: Context, key: str) -> asyncio.Lock:
+    lock = ctx.locks.get(key)
+    if lock is None:
+        lock = ctx.locks[key] = asyncio.Lock()
+    return lock
+
+
 def _pushing(ctx: Context, user_id: str) -> asyncio.Lock:
     """One push at a time per user: a list read before a change must not be published after the list
     read after it (the retained message is the gateway's state)."""
-    lock = ctx.locks.get(f"fingerprints:{user_id}")
-    if lock is None:
-        lock = ctx.locks[f"fingerprints:{user_id}"] = asyncio.Lock()
-    return lock
+    return _lock(ctx, f"fingerprints:{user_id}")
+
+
+def _gateway_lock(ctx: Context, euid: str) -> asyncio.Lock:
+    """Acquire and release of one gateway, with what they publish to it, one at a time."""
+    return _lock(ctx, f"gateway:{euid}")
 
 
 async def sync_fingerprints(ctx: Context, user_id: str, only: list[Fingerprint] | None = None) -> None:
@@ -232,9 +250,11 @@ async def sync_fingerprints(ctx: Context, user_id: str, only: list[Fingerprint] 
 # --- MQTT ------------------------------------------------------------------------------------------
 
 
-async def authenticate_mqtt(device: Device, password: str) -> Identity | None:
+async def authenticate_mqtt(ctx: Context, device: Device, password: str) -> Identity | None:
     """A Gateway Lite's CONNECT: euid as username, its installation code as password. (One made with
     POST /gateway/devices rather than imported has no installation code: its API key, as before.)"""
     gw = await GatewayLite.get_or_none(device_id=device.id)
-    stored = gw.install_code_hash if gw is not None else device.api_key_hash
-    return identity_of(device) if digest_matches(password, stored) else None
+    if gw is None:
+        return identity_of(device) if digest_matches(password, device.api_key_hash) else None
+    matches = keyed_digest_matches(ctx.jwt_secret, "install-code", password, gw.install_code_hash)
+    return identity_of(device) if matches else None

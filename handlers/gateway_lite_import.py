@@ -28,7 +28,7 @@ from handlers.devices import RESERVED_USERNAMES, USERNAME_RE
 from handlers.errors import Conflict, Forbidden, InvalidPayload, NotFound
 from handlers.principal import Principal
 from handlers.products import seen_product
-from handlers.secrets import digest
+from handlers.secrets import keyed_digest
 from handlers.tenancy import as_uuid, seen_customer, seen_partner
 from handlers.views import Timestamp, View
 from models.devices import Device
@@ -113,8 +113,13 @@ def import_view(rec: GatewayLiteImport) -> dict[str, object]:
 # --- the file --------------------------------------------------------------------------------------
 
 
-def parse_csv(data: bytes) -> tuple[list[Row], list[str]]:
-    """The rows, or the problems (line number and reason). Runs in a thread: 100,000 rows take a while."""
+def install_code_digest(key: str, code: str) -> str:
+    return keyed_digest(key, "install-code", code)
+
+
+def parse_csv(data: bytes, key: str) -> tuple[list[Row], list[str]]:
+    """The rows, or the problems (line number and reason); installation codes digested with the
+    server's `key`. Runs in a thread: 100,000 rows take a while."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -149,7 +154,7 @@ def parse_csv(data: bytes) -> tuple[list[Row], list[str]]:
                 problems.append(f"line {line}: {problem}")
                 continue
             if not problems:
-                rows.append(Row(line, fields[0], fields[1], fields[2], digest(fields[3])))
+                rows.append(Row(line, fields[0], fields[1], fields[2], install_code_digest(key, fields[3])))
     except csv.Error as exc:
         problems.append(f"line {reader.line_num}: not valid CSV ({exc})")
     if not rows and not problems:
@@ -168,7 +173,7 @@ def _row_problem(fields: list[str]) -> str | None:
         if name in LIMITS and len(value) > LIMITS[name]:
             return f"{name} is longer than {LIMITS[name]} characters"
     euid = fields[0]
-    if not USERNAME_RE.match(euid) or euid.lower() in RESERVED_USERNAMES:
+    if not USERNAME_RE.fullmatch(euid) or euid.lower() in RESERVED_USERNAMES:
         return f"Product Serial Number {euid[:40]!r} is not a valid euid (1-128 of A-Z a-z 0-9 : . _ -)"
     return None
 
@@ -262,7 +267,7 @@ async def run_import(ctx: Context, import_id: uuid.UUID, data: bytes) -> None:
 async def _run(ctx: Context, import_id: uuid.UUID, data: bytes) -> None:
     rec = await GatewayLiteImport.get(id=import_id)
     await GatewayLiteImport.filter(id=import_id).update(status="processing")
-    rows, problems = await asyncio.to_thread(parse_csv, data)
+    rows, problems = await asyncio.to_thread(parse_csv, data, ctx.jwt_secret)
     del data
     if not problems:
         problems = await _registered(rows)

@@ -46,31 +46,34 @@ async def _provider(principal: Principal, partner_id: str) -> Partner:
     return partner
 
 
-async def _issue(ctx: Context, partner: Partner, row: IntegrationKey | None) -> str:
+async def _create(ctx: Context, partner: Partner) -> str:
+    """The partner's first key; of concurrent first requests one creates it and all answer it."""
     nonce = secrets.token_hex(16)
     key = _key(ctx, str(partner.id), nonce)
-    if row is None:
-        try:
-            await IntegrationKey.create(partner=partner, nonce=nonce, key_hash=digest(key))
-            return key
-        except IntegrityError:  # made by a concurrent request: rotate that one
-            row = await IntegrationKey.get(partner_id=partner.id)
-    row.nonce, row.key_hash = nonce, digest(key)
-    await row.save(update_fields=["nonce", "key_hash"])
-    return key
+    try:
+        await IntegrationKey.create(partner=partner, nonce=nonce, key_hash=digest(key))
+        return key
+    except IntegrityError:
+        row = await IntegrationKey.get(partner_id=partner.id)
+        return _key(ctx, str(partner.id), row.nonce)
 
 
 async def get_key(ctx: Context, principal: Principal, partner_id: str) -> dict[str, str]:
     """The partner's key, made on first request."""
     partner = await _provider(principal, partner_id)
     row = await IntegrationKey.get_or_none(partner_id=partner.id)
-    key = _key(ctx, str(partner.id), row.nonce) if row else await _issue(ctx, partner, None)
-    return {"integration_key": key}
+    return {"integration_key": _key(ctx, str(partner.id), row.nonce) if row else await _create(ctx, partner)}
 
 
 async def rotate_key(ctx: Context, principal: Principal, partner_id: str) -> dict[str, str]:
+    """A new nonce: the old key stops working at once."""
     partner = await _provider(principal, partner_id)
-    return {"integration_key": await _issue(ctx, partner, await IntegrationKey.get_or_none(partner_id=partner.id))}
+    if not await IntegrationKey.filter(partner_id=partner.id).exists():
+        await _create(ctx, partner)
+    nonce = secrets.token_hex(16)
+    key = _key(ctx, str(partner.id), nonce)
+    await IntegrationKey.filter(partner_id=partner.id).update(nonce=nonce, key_hash=digest(key))
+    return {"integration_key": key}
 
 
 async def partner_of_key(ctx: Context, key: str) -> Partner | None:

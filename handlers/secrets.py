@@ -39,6 +39,18 @@ def digest_matches(secret: str, stored: str | None) -> bool:
     return hmac.compare_digest(digest(secret), stored)
 
 
+def keyed_digest(key: str, purpose: str, secret: str) -> str:
+    """HMAC-SHA-256 under the server's key: for secrets that may be short (a Gateway Lite's printed
+    installation code), so a copy of the database alone does not allow guessing them offline."""
+    return hmac.new(key.encode(), f"{purpose}:{secret}".encode(), hashlib.sha256).hexdigest()
+
+
+def keyed_digest_matches(key: str, purpose: str, secret: str, stored: str | None) -> bool:
+    """Constant-time comparison of a presented secret with a stored keyed digest."""
+    presented = keyed_digest(key, purpose, secret)
+    return hmac.compare_digest(presented, stored or "0" * 64) and bool(stored)
+
+
 async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from handlers.errors import Gone, InvalidPayload
 from handlers.secrets import digest, new_secret
@@ -79,7 +80,9 @@ async def issue_lookup_code(user: User, purpose: str, ttl: timedelta, attempts: 
                 continue
             await UserKey.filter(id=old.id).delete()
         try:
-            await UserKey.create(user=user, purpose=purpose, key_hash=key_hash, expires_at=now + ttl)
+            async with in_transaction():  # a savepoint inside the caller's transaction: PostgreSQL
+                # aborts a whole transaction on an error, and the loop must go on after one
+                await UserKey.create(user=user, purpose=purpose, key_hash=key_hash, expires_at=now + ttl)
         except IntegrityError:  # drawn by a concurrent request at the same moment
             continue
         return key

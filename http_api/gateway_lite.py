@@ -100,7 +100,7 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[dict[str, Any]
         if len(values) == 1 and values[0].lstrip().startswith("["):
             try:
                 form[name] = json.loads(values[0])
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON after all: validated as the text it is
                 form[name] = values
         elif values:
             form[name] = [v for v in values if v != ""]

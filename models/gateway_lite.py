@@ -71,7 +71,7 @@ class GatewayLite(Model):
     )
     fw_code = fields.CharField(max_length=64)
     nabto_device_id = fields.CharField(max_length=128)
-    install_code_hash = fields.CharField(max_length=64)  # sha256: the gateway's MQTT password
+    install_code_hash = fields.CharField(max_length=64)  # HMAC-SHA-256 (server key): its MQTT password
     commission_state = fields.CharField(max_length=24, default="inactive")
     access_secret = fields.CharField(max_length=32, default="")  # the random part of access_url
     acquired_at = fields.DatetimeField(null=True)

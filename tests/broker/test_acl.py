@@ -28,6 +28,9 @@ def test_own_prefix() -> None:
     [
         ("devices/dev1/telemetry", True),
         ("devices/dev1/status", False),  # presence is the broker's alone
+        ("devices/dev1/fingerprints", False),  # a Gateway Lite's list is the server's to write
+        ("devices/dev1/fingerprints/resync", False),
+        ("devices/dev1/fingerprints2", True),
         ("devices/dev1/commands/res/42", True),
         ("devices/dev2/telemetry", False),
         ("devices/dev10/telemetry", False),  # a longer username sharing the prefix

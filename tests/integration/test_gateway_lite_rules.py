@@ -58,6 +58,10 @@ async def test_integration_key_access_and_rotation(server: Server, admin: Api, h
     status, body = await admin.call("GET", "/partners/00000000-0000-4000-8000-000000000000/integration_key/")
     assert status == 404, body
 
+    status, fresh = await admin.call("POST", "/partners/", {"name": "first reads", "is_gateway_lite_provider": True})
+    assert status == 201, fresh
+    keys = await asyncio.gather(*[admin.call("GET", f"/partners/{fresh['id']}/integration_key/") for _ in range(6)])
+    assert len({k["integration_key"] for _, k in keys}) == 1, keys  # all answer the one key made
     status, rotated = await own.call("POST", f"/partners/{partner['id']}/integration_key/rotate")
     assert status == 200 and rotated["integration_key"] != key, rotated
     status, body = await admin.call("POST", f"{GL}/users/register/", signup(key, "old-key@example.com"), auth=False)
@@ -220,6 +224,8 @@ async def test_upload_refusals(server: Server, admin: Api, alice: Api, http: aio
     assert (status == 400 and body["code"] == "invalid_reference") or status == 404, body
     status, body = await upload(admin, data, product_id, tags=["x" * 51])
     assert status == 400, body
+    status, body = await upload(admin, data, product_id, tags="[" * 60000)  # JSON nested past recursion
+    assert status == 400, body
     status, body = await upload(admin, data, product_id, customer_scopes=["00000000-0000-4000-8000-000000000000"])
     assert status == 400 and body["errors"][0]["field"] == "customer_scopes", body
     status, body = await admin.call("POST", f"{GL}/import", {"product_id": product_id})
@@ -277,7 +283,10 @@ async def test_acquire_forms_and_refusals(server: Server, admin: Api, alice: Api
     assert status == 400 and body["code"] == "already_acquired", body
     status, body = await alice.call("POST", f"{GL}/acquire", {"euid": new_euid()})
     assert status == 404, body
-    for bad in ({}, {"euid": ""}, {"euid": "a/b"}, {"euid": 123}, {"euid": "{not json"}, {"euid": "https:///"}):
+    nested = '{"":' + "[" * 1990
+    bad_forms = ["", "a/b", "{not json", "https:///", "http://[abc/x", nested, json.dumps({"euid": rows[0][0] + "\n"}),
+                 rows[0][0] + "\n", "urn:", '{"euid": 5}', "[1]"]  # fmt: skip
+    for bad in [{}, {"euid": 123}, *({"euid": b} for b in bad_forms)]:
         status, body = await alice.call("POST", f"{GL}/acquire", bad)
         assert status == 400, (bad, body)
     status, body = await alice.call("POST", f"{GL}/acquire", {"euid": rows[0][0]}, auth=False)
@@ -342,6 +351,15 @@ async def test_gateway_mqtt_credentials_and_acl(server: Server, admin: Api, clie
     for topic in (f"devices/{other}/fingerprints", "devices/+/fingerprints", "#"):
         assert await gateway.subscribe(topic) == 0x80, topic
     assert await gateway.subscribe(f"devices/{euid}/fingerprints") == 1
+    # the list is the server's: a gateway (or whoever read its code off the box) cannot plant one
+    forged = json.dumps([{"id": "x", "fingerprint": "f" * 32, "description": "forged"}])
+    await gateway.publish(f"devices/{euid}/fingerprints", forged, qos=1, retain=True)
+    await gateway.publish(f"devices/{euid}/fingerprints/resync", forged, qos=1)
+    assert await gateway.nothing(0.5) == []
+    late = clients()
+    assert await late.connect(server.mqtt_port, euid, code) == 0
+    assert await late.subscribe(f"devices/{euid}/fingerprints") == 1
+    assert await late.nothing(0.5) == []  # nothing retained: never acquired
 
 
 async def test_expired_activation_token(tmp_path_factory: pytest.TempPathFactory, smtpd: SmtpSink) -> None:
