@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import socket
 import sqlite3
@@ -52,10 +53,22 @@ def new_database_url() -> str | None:
     return cluster().create_database() if BACKEND == "postgres" else None
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for port 0 may be taken
+# again as the local end of an outgoing connection before the server binds it.
+PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def gatehouse(
@@ -102,7 +115,19 @@ class Server:
     def database_url(self) -> str:
         return self.env.get("GATEHOUSE_DATABASE__URL") or f"sqlite://{self.data_dir / 'gatehouse.db'}"
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = 30, attempts: int = 3) -> None:
+        """Start and wait for /health. A port taken meanwhile by someone else: new ports, again."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.http_port, self.https_port, self.mqtt_port, self.mqtts_port, self.ws_port = (
+                    free_port() for _ in range(5)
+                )
+
+    def _start(self, timeout: float) -> None:
         self.log_path = self.data_dir / "server.log"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
