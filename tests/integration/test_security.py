@@ -120,8 +120,11 @@ async def test_failed_login_costs_the_same_for_unknown_users(strict: Server, htt
 
     known = [await timed("olivia@example.com", "198.51.100.6") for _ in range(4)]
     unknown = [await timed(f"nobody{i}@example.com", "198.51.100.7") for i in range(4)]
-    assert min(unknown) >= 0.5 * min(known), (known, unknown)
-    assert statistics.median(unknown) >= 0.5 * statistics.median(known), (known, unknown)
+    # Without the dummy hash an unknown user's answer takes a few ms against the hash's hundreds: a
+    # factor of 4 still tells them apart, and leaves room for a busy 2-core machine (CI once saw
+    # known logins of 0.19-0.52 s beside unknown ones of 0.20-0.25 s).
+    assert min(unknown) >= 0.25 * min(known), (known, unknown)
+    assert statistics.median(unknown) >= 0.25 * statistics.median(known), (known, unknown)
 
 
 async def trickle_until_closed(
