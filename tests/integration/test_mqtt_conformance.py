@@ -581,8 +581,10 @@ def test_unsubscribe(aclient: InteropClient, bclient: InteropClient, callback2: 
     bclient.subscribe([TOPICS[1]], [2])
     bclient.subscribe([TOPICS[2]], [2])
     time.sleep(1)  # wait for all retained messages, hopefully
-    # Unsubscribed from one topic
-    bclient.unsubscribe([TOPICS[0]])
+    # Unsubscribed from one topic; the publishes come on another connection, so they are sent only
+    # once the UNSUBACK is in (upstream sleeps instead: under load the publish could overtake it)
+    mid = bclient.unsubscribe([TOPICS[0]])
+    assert wait_until(lambda: mid in callback2.unsubscribeds, 5), callback2.unsubscribeds
 
     aclient.connect(cleansession=True)
     aclient.publish(TOPICS[0], b"", 1, retained=False)
