@@ -52,14 +52,11 @@ class ImportForm(BaseModel):
     partner_scopes: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
 
 
-class ImportUpload(BaseModel):
-    """multipart/form-data: `csv_file` (the file) and the fields of ImportForm."""
+class ImportUpload(ImportForm):
+    """multipart/form-data: `csv_file` (the file) and the fields of ImportForm (documentation only:
+    the adapter reads the parts itself)."""
 
     csv_file: bytes = Field(json_schema_extra={"format": "binary"}, description=f"`;`-delimited, header {HEADER_TEXT}")
-    product_id: uuid.UUID
-    tags: list[Tag] = Field(default_factory=list, description="at most 50 characters each")
-    customer_scopes: list[uuid.UUID] = Field(default_factory=list)
-    partner_scopes: list[uuid.UUID] = Field(default_factory=list)
 
 
 class ImportView(View):

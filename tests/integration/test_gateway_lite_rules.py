@@ -15,7 +15,7 @@ from tests.gateway_lite import HEADER, csv_bytes, finished, gateway_rows, new_eu
 from tests.integration.test_tenants import ALL, Tenants
 from tests.mqtt import Client
 from tests.smtp import SmtpSink
-from tests.support import PASSWORD, Api, Server, fetch, make_server
+from tests.support import PASSWORD, Api, Server, eventually, fetch, make_server
 
 GL = "/integrations/gateway_lite"
 REFUSED = 0x87  # paho 2.x's reason code for CONNACK return code 5
@@ -425,3 +425,33 @@ async def test_concurrent_changes_leave_the_whole_list_retained(
     assert await fresh.subscribe(f"devices/{euid}/fingerprints") == 1
     retained = json.loads((await fresh.receive_on(f"devices/{euid}/fingerprints")).payload)
     assert sorted(f["fingerprint"] for f in retained) == values, retained
+
+
+async def test_gateway_of_a_running_import_cannot_be_acquired(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Rows already written by an import still running may be undone: 404 until it completes."""
+    srv = make_server(
+        tmp_path_factory.mktemp("gatehouse-gwl-slow-import"), GATEHOUSE_GATEWAY_LITE__IMPORT_BATCH_ROWS="1"
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            admin = Api(http, srv.url)
+            await admin.login("admin@example.com")
+            rows = gateway_rows(1500)
+            status, rec = await upload(admin, csv_bytes(rows), await product(admin))
+            assert status == 201, rec
+
+            async def midway() -> dict[str, object] | None:
+                _, body = await admin.call("GET", f"{GL}/import/{rec['id']}")
+                return body if body["status"] == "processing" and body["processed_rows"] > 0 else None
+
+            await eventually(midway, timeout=30)
+            status, body = await admin.call("POST", f"{GL}/acquire", {"euid": rows[0][0]})
+            _, after = await admin.call("GET", f"{GL}/import/{rec['id']}")
+            assert after["status"] == "processing", after  # the window held: the answer below is the rule's
+            assert status == 404 and body["code"] == "gateway_not_found", body
+            assert (await finished(admin, rec["id"], timeout=120))["status"] == "completed"
+            status, body = await admin.call("POST", f"{GL}/acquire", {"euid": rows[0][0]})
+            assert status == 200, body
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-5000:]
