@@ -29,6 +29,18 @@ def own_prefix(identity: Identity, client_id: str) -> str | None:
     return None
 
 
+def _channel(identity: Identity, topic: str, section: str | None) -> bool:
+    """An IoTLock channel topic (or filter) of the gateway's: `channels/<cid>/messages/...` with `cid`
+    one of its channels, literally (a wildcard there would reach other channels); `section`: the
+    level after `messages` must be this one (a gateway publishes only under `res`)."""
+    if not identity.channels:
+        return False
+    levels = topic.split("/")
+    if len(levels) < 4 or levels[0] != "channels" or levels[1] not in identity.channels or levels[2] != "messages":
+        return False
+    return section is None or (levels[3] == section and len(levels) >= 5 and all(levels[4:]))
+
+
 def _reserved(topic: str) -> bool:
     return topic.split("/", 1)[0] in RESERVED_ROOTS
 
@@ -57,7 +69,7 @@ def may_publish(identity: Identity, client_id: str, topic: str) -> bool:
             topic in (prefix + "status", prefix + "fingerprints") or topic.startswith(prefix + "fingerprints/")
         ):
             return False
-        return topic.startswith(prefix) and len(topic) > len(prefix)
+        return (topic.startswith(prefix) and len(topic) > len(prefix)) or _channel(identity, topic, "res")
     if identity.kind == "anonymous":
         return not _reserved(topic)
     return False
@@ -68,7 +80,7 @@ def may_subscribe(identity: Identity, client_id: str, topic_filter: str) -> bool
     if prefix is not None:
         # The literal prefix must come before any wildcard, so no filter reaches another device.
         head = topic_filter[: len(prefix)]
-        return head == prefix and len(topic_filter) > len(prefix)
+        return (head == prefix and len(topic_filter) > len(prefix)) or _channel(identity, topic_filter, None)
     if identity.kind == "anonymous":
         # Wildcard filters such as '#' are allowed; may_receive keeps reserved topics out of them.
         return not _reserved(topic_filter)
@@ -78,7 +90,7 @@ def may_subscribe(identity: Identity, client_id: str, topic_filter: str) -> bool
 def may_receive(identity: Identity, client_id: str, topic: str) -> bool:
     prefix = own_prefix(identity, client_id)
     if prefix is not None:
-        return topic.startswith(prefix)
+        return topic.startswith(prefix) or _channel(identity, topic, None)
     if identity.kind == "anonymous":
         return not _reserved(topic)
     return False

@@ -16,7 +16,7 @@ from broker.fanout import Fanout
 from broker.registry import SessionRegistry
 from broker.session import Session
 from handlers.context import Context
-from handlers.effects import DisconnectDevice, Effect, Publish
+from handlers.effects import DisconnectDevice, Effect, GrantChannels, Publish, Withdraw
 from handlers.envelope import Envelope
 from handlers.errors import GatehouseError
 from handlers.routes import Route, Router
@@ -148,6 +148,24 @@ class Bridge:
                     self.fanout.retain(effect.topic, effect.payload, effect.qos or 0)
             elif isinstance(effect, DisconnectDevice):
                 await self.disconnect_device(effect.username, effect.reason, forget=effect.forget)
+            elif isinstance(effect, GrantChannels):
+                self.grant_channels(effect)
+            elif isinstance(effect, Withdraw):
+                self.fanout.withdraw(effect.client_id, effect.topic)
+
+    def grant_channels(self, grant: GrantChannels) -> None:
+        identity = grant.identity
+        for client_id, session in self.registry.sessions.items():
+            held = session.identity
+            if held is not None and held == identity:  # equal whatever the channels (not compared)
+                session.identity = identity
+                self.fanout.persist(client_id)
+        client_id = identity.username
+        self.registry.ensure(client_id, identity)
+        for topic_filter in grant.subscribe:
+            self.fanout.subscribe(client_id, topic_filter, 1)
+        for topic_filter in grant.unsubscribe:
+            self.fanout.unsubscribe(client_id, topic_filter)
 
     async def disconnect_device(self, username: str, reason: str, *, forget: bool = False) -> int:
         """Close the device's connections; with `forget` (the device was deleted) also drop its

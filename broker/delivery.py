@@ -83,6 +83,14 @@ class Outbox:
         self._wake.set()
         return True
 
+    def withdraw(self, topic: str) -> list[Outgoing]:
+        """Take the queued (not yet sent) messages on `topic` out of the queue; returns them."""
+        taken = [m for m in self.queue if m.topic == topic]
+        if taken:
+            self.queue = deque(m for m in self.queue if m.topic != topic)
+            self.bytes -= sum(m.size for m in taken)
+        return taken
+
     def attach(self, send: Send) -> None:
         """The client is connected: re-send what is in flight (DUP), then drain the queue."""
         self.detach()

@@ -52,6 +52,9 @@ class Fanout:
         self._device_retained: dict[str, list[int]] = {}  # username -> [count, bytes] under devices/<username>/
         self.retained_bytes = 0
         self._on_overflow = on_overflow
+        # Told the topic of every QoS 1/2 message a client acknowledged under `channels/` (IoTLock
+        # commands: "delivered").
+        self.on_delivered: Callable[[str], None] | None = None
         metrics.queued.set_function(lambda: sum(len(o) for o in self.outboxes.values()))
         metrics.queued_bytes.set_function(lambda: sum(o.bytes for o in self.outboxes.values()))
         metrics.retained.set_function(lambda: len(self.retained))
@@ -69,9 +72,20 @@ class Fanout:
                 max_inflight=self.max_inflight,
                 max_queued_bytes=self.max_queued_bytes,
                 on_overflow=lambda b: self._on_overflow(b.client_id),
-                on_acked=self.store.acked,
+                on_acked=self._acked,
             )
         return box
+
+    def _acked(self, msg: Outgoing) -> None:
+        self.store.acked(msg)
+        if self.on_delivered is not None and msg.topic.startswith("channels/"):
+            self.on_delivered(msg.topic)
+
+    def withdraw(self, client_id: str, topic: str) -> None:
+        box = self.outboxes.get(client_id)
+        if box is not None:
+            for msg in box.withdraw(topic):
+                self.store.acked(msg)
 
     def register(self, sub: Session) -> None:
         self.subscribers[sub.client_id] = sub
@@ -109,15 +123,15 @@ class Fanout:
 
     def subscribe(self, client_id: str, topic_filter: str, qos: int) -> None:
         self.subs.add(topic_filter, client_id, qos)
-        self._persist(client_id)
+        self.persist(client_id)
 
     def unsubscribe(self, client_id: str, topic_filter: str) -> bool:
         found = self.subs.remove(topic_filter, client_id)
         if found:
-            self._persist(client_id)
+            self.persist(client_id)
         return found
 
-    def _persist(self, client_id: str) -> None:
+    def persist(self, client_id: str) -> None:
         sub = self.subscribers.get(client_id)
         if sub is not None and sub.persistent:
             self.store.save(client_id, sub.identity, self.subs.filters_of(client_id))

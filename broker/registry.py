@@ -82,6 +82,16 @@ class SessionRegistry:
         session.connection = connection
         return session, present, displaced
 
+    def ensure(self, client_id: str, identity: Identity) -> None:
+        """A session for `client_id` before its client ever connected (persistent, offline, counting
+        towards its expiry), so that what is published to it waits there. One that exists is kept."""
+        if client_id in self.sessions:
+            return
+        session = Session(client_id, identity, persistent=True)
+        self.fanout.register(session)
+        self.fanout.persist(client_id)
+        self._arm_expiry(session)
+
     def closed(self, session: Session, connection: Connection) -> None:
         """A connection ended; nothing happens if another connection has taken the session over."""
         if session.connection is not connection:

@@ -24,6 +24,7 @@ from broker.session import Session
 from broker.sessions import SessionStore
 from broker.topics import valid_filter
 from broker.transport import Stream
+from handlers import iotlock_commands
 from handlers.context import Context
 from handlers.devices import authenticate_device
 from handlers.effects import Effect
@@ -81,6 +82,7 @@ class Broker:
             max_retained_bytes_per_device=limits.max_retained_bytes_per_device,
         )
         self.registry = SessionRegistry(self.fanout, self.store, expiry_seconds=limits.session_expiry)
+        self.fanout.on_delivered = self._delivered
         self.router = Router(ROUTES)
         self.bridge = Bridge(ctx, self.router, self.fanout, self.registry)
         self.admission = Admission(
@@ -108,13 +110,16 @@ class Broker:
         await self.registry.load()
         self.store.start()
         if listen:
-            for listener in self.listeners:
-                if listener.kind == "ws":
-                    server: Any = await transport.listen_ws(listener.host, listener.port, self.serve)
-                else:
-                    server = await transport.listen_tcp(listener.host, listener.port, self.serve, listener.tls)
-                self._servers.append(server)
+            await self.listen()
         self.running = True
+
+    async def listen(self) -> None:
+        for listener in self.listeners:
+            if listener.kind == "ws":
+                server: Any = await transport.listen_ws(listener.host, listener.port, self.serve)
+            else:
+                server = await transport.listen_tcp(listener.host, listener.port, self.serve, listener.tls)
+            self._servers.append(server)
 
     async def serve(self, stream: Stream) -> None:
         """A new client connection, served until it ends."""
@@ -208,6 +213,12 @@ class Broker:
             return 0x80
         self.fanout.subscribe(session.client_id, topic_filter, qos)
         return qos
+
+    def _delivered(self, topic: str) -> None:
+        """A client acknowledged a message under `channels/`: an IoTLock command was delivered."""
+        task = asyncio.get_running_loop().create_task(iotlock_commands.delivered(topic), name="gatehouse.delivered")
+        self.ctx.jobs.add(task)
+        task.add_done_callback(self.ctx.jobs.discard)
 
     def _slow_subscriber(self, client_id: str) -> None:
         # An offline persistent session over its limit just loses the message (counted as

@@ -36,9 +36,7 @@ class SessionStore:
 
     async def load(self) -> list[StoredSession]:
         sessions = {
-            s.client_id: StoredSession(
-                s.client_id, Identity(**s.identity) if s.identity else None, dict(s.subscriptions)
-            )
+            s.client_id: StoredSession(s.client_id, _identity(s.identity), dict(s.subscriptions))
             for s in await MqttSession.all()
         }
         top = 0
@@ -119,6 +117,12 @@ class SessionStore:
             )
         elif op == "acked":
             await MqttQueuedMessage.filter(id=arg).delete()
+
+
+def _identity(stored: dict[str, Any] | None) -> Identity | None:
+    if not stored:
+        return None
+    return Identity(**{**stored, "channels": tuple(stored.get("channels", ()))})  # JSON made it a list
 
 
 def _client_of(op: str, arg: Any) -> str:

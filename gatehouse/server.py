@@ -19,7 +19,8 @@ from broker.transport import tls_context
 from gatehouse import certs
 from gatehouse.certs import write_private
 from gatehouse.settings import ConfigError, Settings
-from handlers.context import Context, GatewayLitePolicy, Links, UserPolicy
+from handlers import iotlock_commands
+from handlers.context import Context, GatewayLitePolicy, IotLockPolicy, Links, UserPolicy
 from handlers.gateway_lite_import import cancel_jobs, recover_imports
 from handlers.mail import SmtpTransport
 from handlers.outbox import Backoff, Outbox, Transport
@@ -79,7 +80,8 @@ def limiter(settings: Settings) -> RateLimiter:
              "activation": lim.activation, "registration": lim.registration,
              "two_factor_send": lim.two_factor_send, "accessory_login": lim.accessory_login,
              "gateway_lite_registration": lim.gateway_lite_registration,
-             "gateway_lite_activation": lim.gateway_lite_activation}  # fmt: skip
+             "gateway_lite_activation": lim.gateway_lite_activation,
+             "iotlock_registration": lim.iotlock_registration}  # fmt: skip
     budgets = {name: Budget(flow.per_address, flow.per_account) for name, flow in flows.items()}
     return RateLimiter(budgets, lim.lockout_seconds)
 
@@ -131,6 +133,7 @@ class Gatehouse:
                 s.users.two_factor_code_minutes,
                 s.users.totp_issuer,
             ),
+            iotlock=IotLockPolicy(s.iotlock.command_expiry_seconds, s.iotlock.sweep_seconds),
             gateway_lite=GatewayLitePolicy(
                 s.gateway_lite.access_domain,
                 s.gateway_lite.activation_hours,
@@ -160,7 +163,13 @@ class Gatehouse:
         )
         self.broker = Broker(ctx, broker_config(s, self.tls), limits, allow_anonymous=s.broker.allow_anonymous)
         ctx.effector = self.broker
-        await self.broker.start()
+        await self.broker.start(listen=False)
+        # IoTLock commands that expired while the server was down leave the session queues before any
+        # gateway can connect; then the sweep runs in the background.
+        await iotlock_commands.sweep(ctx)
+        sweeper = asyncio.get_running_loop().create_task(iotlock_commands.sweep_forever(ctx), name="gatehouse.iotlock")
+        ctx.jobs.add(sweeper)
+        await self.broker.listen()
         # Pending mail from before a restart goes out now.
         self.outbox.start()
         door = Door(

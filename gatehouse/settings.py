@@ -155,6 +155,8 @@ class LimitsSettings(_Section):
     # are counted per address and all together ("account" is the whole flow: see docs/security.md).
     gateway_lite_registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="3 per hour")
     gateway_lite_activation: FlowLimit = FlowLimit(per_address="20 per hour", per_account="200 per hour")
+    # IoTLock self-registration (POST /iotlock/register), per email.
+    iotlock_registration: FlowLimit = FlowLimit(per_address="20 per hour", per_account="3 per hour")
     # 2FA codes sent by mail or SMS (setup, login, disable), per account: bounds what one account can send.
     two_factor_send: FlowLimit = FlowLimit(per_account="10 per hour")
     # An account whose per_account budget of failures is spent is refused for this long.
@@ -182,6 +184,11 @@ class GatewayLiteSettings(_Section):
     import_batch_rows: int = Field(0, ge=0)
 
 
+class IotLockSettings(_Section):
+    command_expiry_seconds: float = Field(86400, gt=0)  # a command's default time to be answered
+    sweep_seconds: float = Field(1.0, gt=0)  # how often expired commands are marked and withdrawn
+
+
 _config_path: ContextVar[Path] = ContextVar("gatehouse_config_path", default=DEFAULT_CONFIG)
 
 
@@ -202,6 +209,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     users: UsersSettings = UsersSettings()
     gateway_lite: GatewayLiteSettings = GatewayLiteSettings()
+    iotlock: IotLockSettings = IotLockSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -48,6 +48,14 @@ class GatewayLitePolicy:
     import_batch_rows: int = 500
 
 
+@dataclass(frozen=True)
+class IotLockPolicy:
+    """Settings `iotlock.*`."""
+
+    command_expiry_seconds: float = 86400
+    sweep_seconds: float = 1.0
+
+
 @dataclass
 class Context:
     jwt_secret: str
@@ -67,7 +75,24 @@ class Context:
     jobs: set[asyncio.Task[Any]] = field(default_factory=set)
     # Abuse budgets per flow (handlers/ratelimit.py); default: none.
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    # Signals while waited for (IoTLock commands: "the command has an outcome"); see `signal`.
+    signals: weakref.WeakValueDictionary[str, asyncio.Event] = field(default_factory=weakref.WeakValueDictionary)
+    iotlock: IotLockPolicy = field(default_factory=lambda: IotLockPolicy())
     # Commands awaiting their device's answer in this process: req_id -> future of the answer.
     command_waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     # Access tokens recently verified: token -> (Principal, monotonic expiry); see accounts.
     principals: dict[str, tuple[Any, float]] = field(default_factory=dict)
+
+    def lock(self, key: str) -> asyncio.Lock:
+        """The lock for `key`, the same one for every caller while anyone holds or awaits it."""
+        lock = self.locks.get(key)
+        if lock is None:
+            lock = self.locks[key] = asyncio.Lock()
+        return lock
+
+    def signal(self, key: str) -> asyncio.Event:
+        """The event for `key`, the same one for every waiter while anyone waits on it."""
+        event = self.signals.get(key)
+        if event is None:
+            event = self.signals[key] = asyncio.Event()
+        return event

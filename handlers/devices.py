@@ -184,6 +184,10 @@ async def authenticate_device(ctx: Context, username: str, password: str) -> Ide
         from handlers import gateway_lite  # Gateway Lites build on this module
 
         return await gateway_lite.authenticate_mqtt(ctx, device, password)
+    if device is not None and device.kind == "lock_gateway":
+        from handlers import iotlock  # IoTLock builds on this module
+
+        return await iotlock.authenticate_mqtt(device, password)
     if not digest_matches(password, device.api_key_hash if device else None) or device is None:
         return None
     return identity_of(device)

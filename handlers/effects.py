@@ -31,7 +31,27 @@ class DisconnectDevice:
     forget: bool = False  # the device is gone: drop its sessions and retained messages too
 
 
-Effect = Publish | DisconnectDevice
+@dataclass(frozen=True, slots=True)
+class GrantChannels:
+    """An IoTLock gateway's channels changed: every session of `identity.username` may use exactly
+    `identity.channels` from now on, and its session `identity.username` (created, persistent and
+    offline, if the gateway never connected) is subscribed to `subscribe` at QoS 1 and unsubscribed
+    from `unsubscribe`: the server connects a channel to a thing."""
+
+    identity: Any  # handlers.envelope.Identity (not imported: effects stay below the envelope)
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Take a message not yet sent out of a client's session queue (an IoTLock command that expired)."""
+
+    client_id: str
+    topic: str
+
+
+Effect = Publish | DisconnectDevice | GrantChannels | Withdraw
 
 
 class Effector(Protocol):

@@ -15,12 +15,16 @@ Source = Literal["mqtt", "http"]
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who sent a message: a device (by registry id and MQTT username) or nobody yet."""
+    """Who sent a message: a device (by registry id and MQTT username) or nobody yet.
+
+    `channels`: the IoTLock channels a lock gateway may use (its own and its mailboxes'); they change
+    while it is connected (a mailbox added), so they are not part of who it is (`==`)."""
 
     kind: Literal["device", "provision", "anonymous", "user"]
     username: str = ""
     device_id: int | None = None
     owner_id: str | None = None
+    channels: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -216,22 +216,15 @@ async def owned_gateways(user_id: str) -> list[str]:
     ).values_list("username", flat=True)
 
 
-def _lock(ctx: Context, key: str) -> asyncio.Lock:
-    lock = ctx.locks.get(key)
-    if lock is None:
-        lock = ctx.locks[key] = asyncio.Lock()
-    return lock
-
-
 def _pushing(ctx: Context, user_id: str) -> asyncio.Lock:
     """One push at a time per user: a list read before a change must not be published after the list
     read after it (the retained message is the gateway's state)."""
-    return _lock(ctx, f"fingerprints:{user_id}")
+    return ctx.lock(f"fingerprints:{user_id}")
 
 
 def _gateway_lock(ctx: Context, euid: str) -> asyncio.Lock:
     """Acquire and release of one gateway, with what they publish to it, one at a time."""
-    return _lock(ctx, f"gateway:{euid}")
+    return ctx.lock(f"gateway:{euid}")
 
 
 async def sync_fingerprints(ctx: Context, user_id: str, only: list[Fingerprint] | None = None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from handlers import iotlock_commands
 from handlers.commands import CommandResult, record_result
 from handlers.context import Context
 from handlers.effects import Effect, Publish
@@ -53,6 +54,14 @@ async def on_claim(ctx: Context, env: Envelope, params: list[str]) -> list[Effec
     return [*effects, Publish.json(f"provisioning/{client_id}/accepted", body, qos=1, reply_to=client_id)]
 
 
+async def on_lock_answer(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
+    return await iotlock_commands.record_answer(ctx, env, params[0], params[1])
+
+
+async def on_lock_events(ctx: Context, env: Envelope, params: list[str]) -> list[Effect]:
+    return await iotlock_commands.record_events(ctx, env, params[0])
+
+
 def claim_rejected(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
     body = {**exc.body(), "status": exc.status}
     return Publish.json(f"provisioning/{params[0]}/rejected", body, qos=1, reply_to=params[0])
@@ -62,6 +71,11 @@ def device_error(env: Envelope, params: list[str], exc: GatehouseError) -> Publi
     # The detail may quote the device's own input: cut short.
     body = {"topic": env.topic, "detail": exc.detail[:500], "code": exc.code, "errors": exc.errors[:20]}
     return Publish.json(f"devices/{params[0]}/errors", body, qos=1)
+
+
+def sender_error(env: Envelope, params: list[str], exc: GatehouseError) -> Publish:
+    """A refusal on the sender's own errors topic (an IoTLock gateway: devices/<thing id>/errors)."""
+    return device_error(env, [env.identity.username], exc)
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,8 @@ ROUTES = [
     Route("devices/+/telemetry", on_telemetry, device_error, start_on_telemetry),
     Route("devices/+/commands/res/+", on_command_result, device_error),
     Route("provisioning/+/claim", on_claim, claim_rejected),
+    Route("channels/+/messages/res/events", on_lock_events, sender_error),
+    Route("channels/+/messages/res/+", on_lock_answer, sender_error),
 ]
 
 

@@ -113,3 +113,9 @@ def _resolve(index: int, record: dict[str, Any], base: dict[str, Any], now: floa
         if key in out:
             _check_number(index, f"resolved {key}", out[key])
     return out
+
+
+def encode_pack(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A pack to send, held to the rules a received one is: what we send decodes (InvalidPayload if not)."""
+    decode_pack(records, now=0.0)
+    return records

@@ -13,6 +13,7 @@ from http_api import (
     accounts,
     gateway,
     gateway_lite,
+    iotlock,
     openapi,
     system,
     tenancy,
@@ -37,6 +38,7 @@ ENDPOINTS = [
     *gateway.ENDPOINTS,
     *accessories.ENDPOINTS,
     *gateway_lite.ENDPOINTS,
+    *iotlock.ENDPOINTS,
 ]
 
 

@@ -21,6 +21,7 @@ MODEL_MODULES = [
     "models.devices",
     "models.accessories",
     "models.gateway_lite",
+    "models.iotlock",
     "models.telemetry",
     "models.commands",
     "models.sessions",
