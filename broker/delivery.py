@@ -84,11 +84,16 @@ class Outbox:
         return True
 
     def withdraw(self, topic: str) -> list[Outgoing]:
-        """Take the queued (not yet sent) messages on `topic` out of the queue; returns them."""
+        """Take the messages on `topic` out: queued ones, and QoS 1 ones sent but not acknowledged (they
+        would be sent again on reconnect; a late PUBACK for one is ignored). Returns them."""
         taken = [m for m in self.queue if m.topic == topic]
         if taken:
             self.queue = deque(m for m in self.queue if m.topic != topic)
-            self.bytes -= sum(m.size for m in taken)
+        for packet_id, msg in list(self.inflight.items()):
+            if msg.topic == topic and msg.qos == 1:
+                del self.inflight[packet_id]
+                taken.append(msg)
+        self.bytes -= sum(m.size for m in taken)
         return taken
 
     def attach(self, send: Send) -> None:

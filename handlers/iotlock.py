@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -48,7 +48,13 @@ ACTIVATION = "activation"
 # --- schemas ---------------------------------------------------------------------------------------
 
 
-class LockRegistration(BaseModel):
+class Body(BaseModel):
+    """A request body: a key it does not name is refused (400 `invalid_schema`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LockRegistration(Body):
     email: str = Field(min_length=3, max_length=254, description="the first member's email: their username")
     password: str = Field(max_length=128, description="see the password rules (docs/users.md)")
     first_name: Name
@@ -56,11 +62,11 @@ class LockRegistration(BaseModel):
     account_name: str = Field(min_length=1, max_length=200)
 
 
-class LockActivation(BaseModel):
+class LockActivation(Body):
     activation_key: str = Field(min_length=1, max_length=200, description="the key from the registration mail")
 
 
-class InviteMember(BaseModel):
+class InviteMember(Body):
     email: str = Field(min_length=3, max_length=254)
     first_name: str = Field("", max_length=30)
     last_name: str = Field("", max_length=30)
@@ -82,17 +88,17 @@ class AccountView(View):
     members: list[MemberView]
 
 
-class NewGateway(BaseModel):
+class NewGateway(Body):
     name: str = Field(min_length=1, max_length=200)
     public_key: str = Field("", max_length=2000, description="the gateway's public key (DESTRUCT names it)")
 
 
-class NewMailbox(BaseModel):
+class NewMailbox(Body):
     name: str = Field(min_length=1, max_length=200)
     public_key: str = Field(min_length=1, max_length=2000, description="the mailbox's public key")
 
 
-class NewPin(BaseModel):
+class NewPin(Body):
     pin: str = Field(description="4 to 8 digits, not starting with 0 (the pack carries it as a number)")
 
 

@@ -203,7 +203,14 @@ def mail_env(smtp_port: int, **extra: str) -> dict[str, str]:
 # The session's shared servers serve every test from 127.0.0.1: these flows' per-address budgets
 # are off there (per-account budgets stay on); test_security.py and the flows' own limit tests
 # run servers with the shipped budgets.
-PER_ADDRESS_OFF = ("TWO_FACTOR", "PASSWORD_RESET", "ACTIVATION", "REGISTRATION", "ACCESSORY_LOGIN")
+PER_ADDRESS_OFF = (
+    "TWO_FACTOR",
+    "PASSWORD_RESET",
+    "ACTIVATION",
+    "REGISTRATION",
+    "ACCESSORY_LOGIN",
+    "IOTLOCK_REGISTRATION",
+)
 
 
 def make_server(tmp: Path, **env: str) -> Server:
