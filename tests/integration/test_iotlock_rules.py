@@ -119,6 +119,7 @@ async def test_what_a_gateway_sends_wrong(
     box = await new_mailbox(api, created["id"])
     await gw.serve(2)
     status, cmd = await api.call("POST", f"/iotlock/mailboxes/{box['id']}/unlock")
+    assert status == 202, cmd
     channel, command_id, _ = await gw.command()
     res = f"channels/{channel}/messages/res/{command_id}"
     events = f"channels/{box['channel_id']}/messages/res/events"
