@@ -216,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(gateway_lite)
     gateway_lite_sim.add_arguments(gateway_lite)
+    from firmware_sim import iotlock as lock_sim
+
+    lock = sim_sub.add_parser(
+        "lock",
+        help="IoTLock gateways and mailboxes: add them, answer their commands, type PINs at keypads",
+        description="Log in as a member of an IoTLock account, add N gateways with M mailboxes each through the "
+        "API, connect every gateway over MQTT with a persistent session, keep each mailbox's PINs as the commands "
+        "arrive, answer every command and report a BATTERY event per mailbox. --pin adds a PIN through the API "
+        "(mailboxes are numbered 1.. over all gateways); --enter-pin then types one at a mailbox's keypad "
+        "(UNLOCKED or PIN_REJECTED). Runs for --duration seconds or until Ctrl-C; prints a summary. Exits 1 on a "
+        "setup error, or when a message was refused or a gateway dropped.",
+        epilog=_examples(
+            "GATEHOUSE_SIM_USER=me@example.com GATEHOUSE_SIM_PASSWORD=... "
+            "gatehouse sim lock --gateways 2 --mailboxes 2 --pin 1:4321 --enter-pin 1:4321 --duration 30",
+            "gatehouse sim lock --user me@example.com --password ... --gateways 1 --mailboxes 3 --tls",
+        ),
+    )
+    _common(lock)
+    lock_sim.add_arguments(lock)
     return parser
 
 
@@ -259,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "outbox":
             return _run(_outbox(args))
         elif args.command == "sim":
-            from firmware_sim import accessory, esp32, gateway_lite
+            from firmware_sim import accessory, esp32, gateway_lite, iotlock
 
-            simulator = {"accessory": accessory, "esp32": esp32, "gateway-lite": gateway_lite}[args.sim_command]
+            simulator = {"accessory": accessory, "esp32": esp32, "gateway-lite": gateway_lite, "lock": iotlock}[
+                args.sim_command
+            ]
             return _run(simulator.run(args, _settings(args)))
     except ConfigError as exc:
         print(f"gatehouse: {exc}", file=sys.stderr)

@@ -133,11 +133,11 @@ ENDPOINTS = [
     ),
     Endpoint(
         "GET", f"{IL}/account", get_lock_account, "The caller's account and its members", {200: AccountView},
-        tag="iotlock", description="404 `account_not_found` for a user in no IoTLock account.",
+        errors=(404,), tag="iotlock", description="404 `account_not_found` for a user in no IoTLock account.",
     ),
     Endpoint(
         "POST", f"{IL}/account/members", add_lock_member, "Invite a member by email", {201: MemberView},
-        errors=(400, 409), body=InviteMember, tag="iotlock",
+        errors=(400, 404, 409), body=InviteMember, tag="iotlock",
         description="A new address gets a pending user and the invitation mail (activation key; `POST "
         "/users/register/` sets names and password); a user in no account joins at once; 409 `already_member` "
         "for one in an account.",
@@ -150,13 +150,13 @@ ENDPOINTS = [
     ),
     Endpoint(
         "POST", f"{IL}/gateways", create_lock_gateway, "Add a gateway: a thing with its channel and MQTT login",
-        {201: NewGatewayView}, errors=(400,), body=NewGateway, tag="iotlock",
+        {201: NewGatewayView}, errors=(400, 404), body=NewGateway, tag="iotlock",
         description="The `mqtt.password` is shown once (stored hashed). CONNECT and REGISTER are sent at once and "
         "wait in the gateway's session until it connects (client id = username = thing id, clean_session=0).",
     ),
     Endpoint(
         "GET", f"{IL}/gateways", list_lock_gateways, "The account's gateways", {200: GatewayList}, query=PageQuery,
-        tag="iotlock",
+        errors=(404,), tag="iotlock",
     ),
     Endpoint(
         "GET", f"{IL}/gateways/{{id}}", get_lock_gateway, "One gateway, online state and mailboxes", {200: GatewayView},
