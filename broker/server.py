@@ -71,7 +71,7 @@ class Broker:
         self.ctx = ctx
         self.listeners = listeners
         self.limits = limits
-        self.store = SessionStore()
+        self.store = SessionStore(ctx.jwt_secret)
         self.fanout = Fanout(
             self.store,
             max_queued=limits.max_queued,

@@ -8,13 +8,16 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from tortoise.transactions import in_transaction
 
 from broker.delivery import Outgoing
 from handlers.envelope import Identity
+from handlers.secrets import seal_bytes, unseal_bytes
 from models.sessions import MqttQueuedMessage, MqttSession
 
 log = logging.getLogger(__name__)
+SEALED = "mqtt-queue"  # the sealing purpose of queued channel messages
 
 
 @dataclass
@@ -29,7 +32,10 @@ class SessionStore:
     """Keeps what a `clean_session=0` client is owed across a restart of `gatehouse serve`:
     its subscriptions and its undelivered QoS 1/2 messages (amqtt keeps them in memory only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str = "") -> None:
+        # With a secret, messages under `channels/` (IoTLock commands: a PIN's AUTH carries it) are
+        # stored sealed (AES-GCM under a key derived from it) and opened when loaded.
+        self._secret = secret
         self._ops: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -43,10 +49,27 @@ class SessionStore:
         for row in await MqttQueuedMessage.all().order_by("id"):
             top = max(top, row.id)
             stored = sessions.get(row.client_id)
-            if stored is not None:
-                stored.messages.append(Outgoing(row.topic, bytes(row.payload), row.qos, row.retain, store_id=row.id))
+            payload = self._open(row.topic, bytes(row.payload))
+            if payload is None:
+                self._ops.put_nowait(("acked", row.id))  # deleted once the store runs
+            elif stored is not None:
+                stored.messages.append(Outgoing(row.topic, payload, row.qos, row.retain, store_id=row.id))
         self._ids = itertools.count(top + 1)
         return list(sessions.values())
+
+    def _sealed(self, topic: str) -> bool:
+        return bool(self._secret) and topic.startswith("channels/")
+
+    def _open(self, topic: str, payload: bytes) -> bytes | None:
+        if not self._sealed(topic):
+            return payload
+        try:
+            return unseal_bytes(self._secret, SEALED, payload)
+        except (InvalidTag, ValueError):
+            log.warning(
+                "a queued message on %s was sealed under another key (auth.jwt_secret changed?): dropped", topic
+            )
+            return None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="gatehouse.session-store")
@@ -95,8 +118,7 @@ class SessionStore:
                 for _ in batch:
                     self._ops.task_done()
 
-    @staticmethod
-    async def _apply(op: str, arg: Any) -> None:
+    async def _apply(self, op: str, arg: Any) -> None:
         # Each operation is idempotent (upsert, delete, insert of a fresh id), so a retry after a
         # rolled-back batch is safe.
         if op == "save":
@@ -111,7 +133,7 @@ class SessionStore:
                 id=msg.store_id,
                 client_id=client_id,
                 topic=msg.topic,
-                payload=msg.payload,
+                payload=seal_bytes(self._secret, SEALED, msg.payload) if self._sealed(msg.topic) else msg.payload,
                 qos=msg.qos,
                 retain=msg.retain,
             )

@@ -106,14 +106,22 @@ def _sealing_key(key: str, purpose: str) -> AESGCM:
     return AESGCM(derived.derive(key.encode()))
 
 
-def seal(key: str, purpose: str, secret: str) -> str:
-    """`secret` encrypted (AES-GCM) under a key derived from the server's key for `purpose`: for a
-    secret the server must send on later (an IoTLock PIN's UNAUTH), never kept in the clear."""
+def seal_bytes(key: str, purpose: str, data: bytes) -> bytes:
+    """`data` encrypted (AES-GCM, a fresh nonce in front) under a key derived from the server's key
+    for `purpose`: for what the server must send on later and never keep in the clear."""
     nonce = secrets.token_bytes(12)
-    sealed = _sealing_key(key, purpose).encrypt(nonce, secret.encode(), purpose.encode())
-    return base64.urlsafe_b64encode(nonce + sealed).decode()
+    return nonce + _sealing_key(key, purpose).encrypt(nonce, data, purpose.encode())
+
+
+def unseal_bytes(key: str, purpose: str, sealed: bytes) -> bytes:
+    """The data `seal_bytes` sealed; cryptography's InvalidTag if it was not sealed so (or altered)."""
+    return _sealing_key(key, purpose).decrypt(sealed[:12], sealed[12:], purpose.encode())
+
+
+def seal(key: str, purpose: str, secret: str) -> str:
+    """A text secret sealed (`seal_bytes`), as URL-safe base64 (an IoTLock PIN, for its UNAUTH)."""
+    return base64.urlsafe_b64encode(seal_bytes(key, purpose, secret.encode())).decode()
 
 
 def unseal(key: str, purpose: str, token: str) -> str:
-    raw = base64.urlsafe_b64decode(token)
-    return _sealing_key(key, purpose).decrypt(raw[:12], raw[12:], purpose.encode()).decode()
+    return unseal_bytes(key, purpose, base64.urlsafe_b64decode(token)).decode()

@@ -39,6 +39,12 @@ async def test_commands_wait_for_an_offline_gateway_across_a_restart(
         status, pin = await api.call("POST", f"/iotlock/mailboxes/{box['id']}/pins", {"pin": "2468"})
         assert status == 202 and pin["status"] == "pending", pin
 
+        # Waiting in the gateway's session on disk, the AUTH pack is sealed: no PIN in the clear.
+        async def queued() -> list[tuple[object, ...]]:
+            rows = await fetch(server, "SELECT topic, payload FROM mqtt_queued_messages")
+            return [r for r in rows if str(r[0]).endswith(pin["id"])]
+
+        assert all(b"2468" not in bytes(r[1]) for r in await until(queued))  # type: ignore[arg-type]
         server.stop()
         server.start()
         async with aiohttp.ClientSession() as fresh:  # the old keep-alive connections died with the server

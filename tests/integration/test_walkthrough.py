@@ -237,3 +237,61 @@ async def test_the_readme_gateway_lite_walkthrough(plain: Server, http: aiohttp.
     assert status == 200 and body == {"detail": "The Gateway was released successfully."}, body
     assert json.loads((await gateway.receive_on(f"devices/{euid}/fingerprints")).payload) == []
     gateway.close()
+
+
+async def test_the_readme_iotlock_walkthrough(plain: Server, http: aiohttp.ClientSession) -> None:
+    """README "Smart locks": register, the activation key from `gatehouse outbox`, activate, log in, a
+    gateway and a mailbox, the gateway's session holding what was sent before it connected (TLS, its
+    thing id as client id, clean_session=0), an answer by hand, a PIN with ?wait, unlock, the history,
+    then `gatehouse sim lock` with the README's arguments."""
+    lou_mail, lou_password = "lou@locks.example", NEW_PASSWORD
+    api = Api(http, plain.url)
+    status, body = await api.call("POST", "/iotlock/register", {"email": lou_mail, "password": lou_password,
+        "first_name": "Lou", "last_name": "Locks", "account_name": "Home"})  # fmt: skip
+    assert status == 201, body
+    key = found(r"Your activation key: (\S+)", newest_mail(plain, lou_mail)["body"])
+    status, body = await api.call("POST", "/iotlock/activate", {"activation_key": key})
+    assert status == 200, body
+    await api.login(lou_mail, lou_password)
+    status, gw = await api.call("POST", "/iotlock/gateways", {"name": "porch", "public_key": "pk-porch"})
+    assert status == 201 and [c["action"] for c in gw["commands"]] == ["CONNECT", "REGISTER"], gw
+    status, box = await api.call(
+        "POST", f"/iotlock/gateways/{gw['id']}/mailboxes", {"name": "front", "public_key": "pk-front"}
+    )
+    assert status == 201, box
+
+    thing, password = gw["thing_id"], gw["mqtt"]["password"]
+    sub = Client(thing, clean_session=False)
+    assert await sub.connect(plain.mqtts_port, thing, password, ca=plain.ca) == 0
+    for cid in (gw["channel_id"], box["channel_id"]):
+        assert await sub.subscribe(f"channels/{cid}/messages/req/+") == 1
+    got = [await sub.receive() for _ in range(4)]
+    packs = [json.loads(m.payload) for m in got]
+    assert [p[0]["n"] for p in packs] == ["CONNECT", "REGISTER", "ADD", "Mailbox"], packs
+    connect_id = got[0].topic.rsplit("/", 1)[1]
+    pub = Client(f"{thing}-pub")
+    assert await pub.connect(plain.mqtts_port, thing, password, ca=plain.ca) == 0
+    answer = json.dumps([{"bn": f"{thing}_", "n": "CONNECT", "vs": "ok"}])
+    assert await pub.publish(f"channels/{gw['channel_id']}/messages/res/{connect_id}", answer)
+    status, cmd = await api.call("GET", f"/iotlock/commands/{connect_id}?wait=5")
+    assert status == 200 and cmd["status"] == "acknowledged", cmd
+    status, pin = await api.call("POST", f"/iotlock/mailboxes/{box['id']}/pins?wait=5", {"pin": "4321"})
+    assert status == 202 and pin["action"] == "AUTH" and pin["status"] == "delivered" and pin["pin_id"], pin
+    assert json.loads((await sub.receive()).payload)[0]["v"] == 4321
+    status, opened = await api.call("POST", f"/iotlock/mailboxes/{box['id']}/unlock")
+    assert status == 202 and opened["action"] == "UNLOCK", opened
+    status, events = await api.call("GET", f"/iotlock/mailboxes/{box['id']}/events")
+    assert status == 200 and {e["name"] for e in events["results"]} >= {"ADD", "Mailbox", "AUTH", "UNLOCK"}, events
+    sub.close()
+    pub.close()
+
+    done = await asyncio.to_thread(
+        gatehouse, "sim", "lock", "--user", lou_mail, "--password", lou_password, "--gateways", "1",
+        "--mailboxes", "2", "--pin", "1:4321", "--enter-pin", "1:4321", "--enter-pin", "2:4321", "--duration", "2",
+        "--tls", "--url", plain.url, "--mqtt-port", str(plain.mqtts_port), data_dir=plain.data_dir, env=plain.env,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "commands answered: ADD=2 AUTH=1 CONNECT=1 Mailbox=2 REGISTER=1" in done.stdout, done.stdout
+    assert "keypad: mailbox 1 pin 4321 -> UNLOCKED" in done.stdout, done.stdout
+    assert "keypad: mailbox 2 pin 4321 -> PIN_REJECTED" in done.stdout, done.stdout
