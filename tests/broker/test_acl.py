@@ -233,3 +233,56 @@ def test_users_and_unknown_kinds_get_nothing_yet() -> None:
 def test_a_device_owns_its_username_and_its_username_dash_anything(client_id: str, owned: bool) -> None:
     assert owns_client_id(DEVICE, client_id) is owned
     assert owns_client_id(Identity("anonymous"), client_id)
+
+
+GATEWAY = Identity("device", "thing-1", 7, "owner", ("chan-a", "chan-b"))
+CHANNEL_TOPICS = [
+    # (topic, may publish, may receive)
+    ("channels/chan-a/messages/res/cmd1", True, True),
+    ("channels/chan-b/messages/res/events", True, True),
+    ("channels/chan-a/messages/req/cmd1", False, True),  # commands are the server's to send
+    ("channels/chan-a/messages/res", False, True),
+    ("channels/chan-a/messages/res/", False, True),
+    ("channels/chan-a/other/res/x", False, False),
+    ("channels/chan-c/messages/res/cmd1", False, False),  # another account's channel
+    ("channels/chan-c/messages/req/cmd1", False, False),
+    ("channels/chan-a", False, False),
+    ("devices/thing-1/telemetry", True, True),
+    ("devices/thing-2/telemetry", False, False),
+]
+
+
+@pytest.mark.parametrize(("topic", "publish", "receive"), CHANNEL_TOPICS)
+def test_a_lock_gateway_reaches_exactly_its_channels(topic: str, publish: bool, receive: bool) -> None:
+    assert may_publish(GATEWAY, "thing-1", topic) is publish
+    assert may_receive(GATEWAY, "thing-1", topic) is receive
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "allowed"),
+    [
+        ("channels/chan-a/messages/req/+", True),
+        ("channels/chan-b/messages/#", True),
+        ("channels/chan-a/messages/+/+", True),
+        ("channels/+/messages/req/+", False),
+        ("channels/#", False),
+        ("channels/chan-a/#", False),
+        ("channels/chan-a/messages", False),
+        ("channels/chan-c/messages/req/+", False),
+        ("+/chan-a/messages/req/+", False),
+        ("#", False),
+    ],
+)
+def test_a_lock_gateway_subscribes_only_under_its_channels(topic_filter: str, allowed: bool) -> None:
+    assert may_subscribe(GATEWAY, "thing-1", topic_filter) is allowed
+
+
+@pytest.mark.parametrize("who", [DEVICE, ANONYMOUS, PROVISION, USER])
+def test_nobody_else_reaches_channels(who: Identity) -> None:
+    assert not may_subscribe(who, "c1", "channels/chan-a/messages/req/+")
+    assert not may_publish(who, "c1", "channels/chan-a/messages/res/x")
+    assert not may_receive(who, "c1", "channels/chan-a/messages/req/x")
+
+
+def test_channels_are_not_part_of_who_a_gateway_is() -> None:
+    assert Identity("device", "thing-1", 7, "owner", ()) == GATEWAY
