@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 from handlers import iotlock_commands as commands
 from handlers import user_keys
 from handlers.context import Context
-from handlers.devices import register_device
+from handlers.devices import identity_of, register_device
 from handlers.effects import Effect, GrantChannels
 from handlers.envelope import Identity
 from handlers.errors import Conflict, Gone, InvalidPayload, NotFound
@@ -571,12 +571,13 @@ async def get_command(ctx: Context, principal: Principal, command_id: str, wait:
 
 
 async def authenticate_mqtt(device: Device, password: str) -> Identity | None:
-    """A lock gateway's CONNECT: thing id and password; its identity carries its channels."""
+    """A lock gateway's CONNECT: thing id and password; its identity carries its channels. (One made
+    with POST /gateway/devices rather than /iotlock/gateways has no channels: a device as any other.)"""
     if not digest_matches(password, device.api_key_hash):
         return None
     gateway = await LockGateway.get_or_none(device_id=device.id)
     if gateway is None:
-        return None
+        return identity_of(device)
     gateway.device = device
     channels = await Mailbox.filter(gateway=gateway).order_by("created", "id").values_list("channel_id", flat=True)
     return await gateway_identity(gateway, (gateway.channel_id, *channels))

@@ -213,3 +213,17 @@ async def test_what_a_client_sends_wrong(mail_server: Server, smtpd: SmtpSink, h
     rows = await fetch(mail_server, "SELECT mailbox_id FROM iotlock_pins")
     assert [str(r[0]).replace("-", "") for r in rows].count(box["id"].replace("-", "")) == 1
     assert "Traceback" not in mail_server.log()
+
+
+async def test_a_lock_gateway_made_in_the_registry_is_a_device_as_any_other(
+    server: Server, alice: Api, clients: Callable[..., Client]
+) -> None:
+    """POST /gateway/devices may register a `lock_gateway` too: it logs in with its API key, under
+    devices/<username>/ only (no IoTLock account, no channels)."""
+    device = await alice.new_device("bare lock", kind="lock_gateway")
+    status, claimed = await alice.claim(await alice.provision(device["id"]))
+    assert status == 200, claimed
+    client = clients()
+    assert await client.connect(server.mqtt_port, device["username"], claimed["api_key"]) == 0
+    assert await client.subscribe(f"devices/{device['username']}/commands/req/+") == 1
+    assert await client.subscribe("channels/anything/messages/req/+") == 0x80
