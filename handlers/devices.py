@@ -24,6 +24,8 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
 RESERVED_USERNAMES = {"provision", "anonymous"}
 # Accessories are registered by MAC with their own record (/v1/accessory/{mac}/register).
 CREATABLE_KINDS = tuple(k for k in DEVICE_KINDS if k != "accessory")
+# Kinds whose MQTT password is the API key of a provisioning claim (the others have their own logins).
+API_KEY_KINDS = ("esp32", "mailbox", "lock_gateway")
 
 
 class CreateDevice(BaseModel):
@@ -158,6 +160,20 @@ async def delete_device(principal: Principal, device_id: int) -> list[Effect]:
     device = await owned_device(principal, device_id, "delete_device")
     await device.delete()
     return [DisconnectDevice(device.username, "device deleted", forget=True)]
+
+
+async def revoke_api_key(principal: Principal, device_id: int) -> list[Effect]:
+    """The device's API key stops working now (its connections close); a new provisioning token,
+    once claimed, gives it a new one. 409 `no_api_key` when it has none."""
+    device = await owned_device(principal, device_id, "change_device")
+    if device.kind not in API_KEY_KINDS:
+        raise Conflict(f"a {device.kind} does not log in with an API key", code="no_api_key")
+    revoked = await Device.filter(id=device.id, api_key_hash__isnull=False).update(
+        api_key_hash=None, api_key_created_at=None
+    )
+    if not revoked:
+        raise Conflict(f"device {device.id} has no API key", code="no_api_key")
+    return [DisconnectDevice(device.username, "api key revoked")]
 
 
 async def list_claims(principal: Principal, device_id: int) -> dict[str, object]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
 from tortoise.transactions import in_transaction
 
+from handlers import qr
 from handlers.accounts import Principal
-from handlers.context import Context
+from handlers.context import Context, Links
 from handlers.devices import owned_device
 from handlers.effects import DisconnectDevice, Effect
 from handlers.errors import Conflict, Gone, NotFound
@@ -32,6 +34,10 @@ class ProvisioningTokenView(View):
     token: str = Field(description="one-time token; shown once")
     expires_at: Timestamp | None = Field(description="null: the token never expires")
     device_id: int
+    claim_payload: str = Field(
+        description='what the firmware needs to claim, as JSON text: {"claim_url", "token"} (shown once)'
+    )
+    qr_code: str = Field(description="claim_payload as a QR code: a data:image/png;base64 URI")
 
 
 class MqttLinks(View):
@@ -54,13 +60,23 @@ class ClaimResponse(View):
     mqtt: MqttLinks
 
 
-async def issue_token(principal: Principal, device_id: int, req: ProvisionRequest) -> dict[str, object]:
-    """Issue a provisioning token for a device the caller owns; shown once, stored hashed."""
+async def issue_token(
+    principal: Principal, device_id: int, req: ProvisionRequest, links: Links | None = None
+) -> dict[str, object]:
+    """Issue a provisioning token for a device the caller owns; shown once, stored hashed, with the
+    claim payload for the firmware (and as a QR code to scan)."""
     device = await owned_device(principal, device_id, "change_device")
     token = new_secret()
     expires_at = datetime.now(UTC) + timedelta(minutes=req.lifetime_minutes) if req.lifetime_minutes else None
     await ProvisioningToken.create(device=device, token_hash=digest(token), notes=req.notes, expires_at=expires_at)
-    return {"token": token, "expires_at": expires_at.isoformat() if expires_at else None, "device_id": device.id}
+    payload = json.dumps({"claim_url": f"{(links or Links()).public_url}/gateway/devices/claim", "token": token})
+    return {
+        "token": token,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+        "device_id": device.id,
+        "claim_payload": payload,
+        "qr_code": qr.data_uri(payload),
+    }
 
 
 async def claim_device(

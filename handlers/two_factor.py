@@ -28,10 +28,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pyotp
-import segno
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from handlers import user_keys
+from handlers import qr, user_keys
 from handlers.context import Context
 from handlers.errors import Forbidden, Gone, InvalidPayload, NotFound, Unauthorized
 from handlers.mail import send_mail
@@ -221,7 +220,7 @@ async def setup(ctx: Context, principal: Principal, user_id: str, req: SetupRequ
                 "secret": secret,
                 "account_name": user.username,
                 "provisioning_uri": uri,
-                "qr_code": segno.make(uri, error="m").png_data_uri(scale=4),
+                "qr_code": qr.data_uri(uri),
             },
         }
     if method == "email":

@@ -11,6 +11,8 @@ from handlers.context import Context
 from http_api import (
     accessories,
     accounts,
+    admin,
+    console,
     gateway,
     gateway_lite,
     iotlock,
@@ -39,6 +41,8 @@ ENDPOINTS = [
     *accessories.ENDPOINTS,
     *gateway_lite.ENDPOINTS,
     *iotlock.ENDPOINTS,
+    *admin.ENDPOINTS,
+    *console.ENDPOINTS,
 ]
 
 
@@ -52,4 +56,6 @@ def build_app(
     app[DOOR] = door or Door()
     app.add_routes([route for ep in ENDPOINTS for route in ep.routes()])
     app.add_routes(openapi.routes(ENDPOINTS))
+    app.add_routes(console.routes())
+    console.setup(app)
     return app

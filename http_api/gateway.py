@@ -36,8 +36,13 @@ async def delete_device(request: web.Request, who: Principal) -> None:
     await ctx_of(request).effector.apply(effects)
 
 
+async def revoke_api_key(request: web.Request, who: Principal) -> None:
+    effects = await devices.revoke_api_key(who, path_id(request))
+    await ctx_of(request).effector.apply(effects)
+
+
 async def provision(request: web.Request, who: Principal, body: ProvisionRequest) -> dict[str, object]:
-    return await provisioning.issue_token(who, path_id(request), body)
+    return await provisioning.issue_token(who, path_id(request), body, ctx_of(request).links)
 
 
 async def claim(request: web.Request, body: ClaimRequest) -> dict[str, object]:
@@ -143,6 +148,18 @@ ENDPOINTS = [
         tag="provisioning",
         description="Without `lifetime_minutes` the token never expires. 403 `permission_denied`: a partner or "
         "customer user without `change_device`.",
+    ),
+    Endpoint(
+        "DELETE",
+        f"{DEVICE}/api_key",
+        revoke_api_key,
+        "Revoke the device's API key; its MQTT connections are closed",
+        {204: None},
+        errors=(403, 404, 409),
+        tag="provisioning",
+        description="A new provisioning token, once claimed, gives the device a new key (a claim always "
+        "replaces the key). 409 `no_api_key`: the device has none, or its kind logs in otherwise (Gateway Lite, "
+        "accessory). 403 `permission_denied`: a partner or customer user without `change_device`.",
     ),
     Endpoint(
         "GET",

@@ -335,6 +335,23 @@ class Api:
         return device, body["api_key"]
 
 
+async def new_user(server: Server, http: aiohttp.ClientSession, prefix: str = "user") -> Api:
+    """A new active customer user of the test's own (made with the CLI), logged in; the Api carries
+    its `username` and `user_id`."""
+    username = f"{prefix}-{random.getrandbits(40):010x}@example.com"
+    done = await asyncio.to_thread(
+        gatehouse, "users", "create", "--username", username, "--account-type", "customer", "--password-stdin",
+        data_dir=server.data_dir, env=server.env, stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    user_id = re.search(r"\(([0-9a-f-]{36})\)", done.stdout)
+    assert user_id, done.stdout
+    api = Api(http, server.url)
+    await api.login(username)
+    api.username, api.user_id = username, user_id.group(1)  # type: ignore[attr-defined]
+    return api
+
+
 async def eventually(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:
     """Await `check()` until it returns something truthy, or fail with its last value."""
     deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ import aiohttp
 import pyotp
 
 from tests.smtp import SmtpSink
-from tests.support import PASSWORD, Api, Server, fetch, gatehouse, make_server
+from tests.support import PASSWORD, Api, Server, fetch, gatehouse, make_server, new_user
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -51,17 +51,8 @@ class Person:
 
 async def person(server: Server, http: aiohttp.ClientSession, prefix: str) -> Person:
     """A new active customer user of this test's own, logged in."""
-    username = f"{prefix}-{uuid.uuid4().hex[:8]}@example.com"
-    done = await asyncio.to_thread(
-        gatehouse, "users", "create", "--username", username, "--account-type", "customer", "--password-stdin",
-        data_dir=server.data_dir, env=server.env, stdin=PASSWORD + "\n",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    user_id = re.search(r"\(([0-9a-f-]{36})\)", done.stdout)
-    assert user_id, done.stdout
-    api = Api(http, server.url)
-    await api.login(username)
-    return Person(api, username, user_id.group(1))
+    api = await new_user(server, http, prefix)
+    return Person(api, api.username, api.user_id)  # type: ignore[attr-defined]
 
 
 def six_digits(text: str) -> str:
