@@ -1,7 +1,9 @@
 """Live updates for the console: what changed in the caller's scope since the last look.
 
 A `Watch` compares the caller's devices (and, watching one device, its latest commands) with what it
-saw the last time and returns the differences as events. The REST adapter sends them as
+told the page the last time and returns the differences as events. The `Hub` reads the devices seen
+lately once a second for every stream of the process, so an open page costs little between the
+re-reads of its whole scope. The REST adapter sends them as
 server-sent events (GET /console/events). It reads the database, so it answers the same whichever
 worker the browser reached (docs/console.md), and it sees exactly what `devices_seen_by` lets the
 caller see: a user of another tenant gets nothing of this one.
@@ -9,6 +11,9 @@ caller see: a user of another tenant gets nothing of this one.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -54,6 +59,32 @@ def live_view(device: Device) -> dict[str, Any]:
     }
 
 
+# What a page is told again when it changes (metadata changes only with the key, at a claim).
+STATE = ("name", "location", "online", "last_seen", "last_payload_at", "api_key_hash", "api_key_created_at")
+RESYNC_SECONDS = 5.0  # how often a stream re-reads its whole scope (new, removed, claimed, revoked)
+SLACK = timedelta(seconds=5)  # rows last seen this recently are looked at again (commit lag)
+
+
+class Hub:
+    """The devices seen lately, read once a second for every stream of this process: a device
+    connects, disconnects or sends, and its `last_seen` moves."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.read_at = -1e9
+        self.recent: dict[int, tuple[Any, ...]] = {}
+        self.lock = asyncio.Lock()
+
+    async def changes(self) -> dict[int, tuple[Any, ...]]:
+        async with self.lock:
+            if time.monotonic() - self.read_at >= self.interval * 0.9:
+                since = datetime.now(UTC) - SLACK
+                rows = await Device.filter(last_seen__gte=since).values_list("id", *STATE)
+                self.recent = {row[0]: tuple(row[1:]) for row in rows}
+                self.read_at = time.monotonic()
+            return self.recent
+
+
 class Watch:
     """What one open page has been told so far."""
 
@@ -61,6 +92,7 @@ class Watch:
         self.device_id = device_id
         self.devices: dict[int, tuple[Any, ...]] = {}
         self.commands: dict[str, tuple[Any, ...]] = {}
+        self.synced_at = -1e9
 
     @classmethod
     async def start(cls, principal: Principal, device_id: int | None) -> Watch:
@@ -69,27 +101,42 @@ class Watch:
             await owned_device(principal, device_id)
         return cls(device_id)
 
-    async def changes(self, principal: Principal) -> list[tuple[str, dict[str, Any]]]:
-        """The events since the last call (the first call: everything in scope)."""
+    async def _scope(self, principal: Principal) -> dict[int, tuple[Any, ...]]:
         query = Device.filter(devices_seen_by(principal))
         if self.device_id is not None:
             query = query.filter(id=self.device_id)
-        rows = await query.order_by("id").limit(MAX_DEVICES)
+        rows = await query.order_by("id").limit(MAX_DEVICES).values_list("id", *STATE)
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+    async def changes(self, principal: Principal, hub: Hub) -> list[tuple[str, dict[str, Any]]]:
+        """The events since the last call (the first call: everything in scope). Every
+        RESYNC_SECONDS the caller's whole scope is read again (`devices_seen_by`, as every device
+        route); in between, only the hub's recent rows of devices already in it."""
+        if time.monotonic() - self.synced_at >= RESYNC_SECONDS:
+            now = await self._scope(principal)
+            self.synced_at = time.monotonic()
+        else:
+            recent = await hub.changes()
+            now = {**self.devices, **{i: state for i, state in recent.items() if i in self.devices}}
+        changed = [i for i, state in now.items() if self.devices.get(i) != state]
         events: list[tuple[str, dict[str, Any]]] = []
-        now: dict[int, tuple[Any, ...]] = {}
-        for d in rows:
-            now[d.id] = (d.name, d.location, d.online, d.last_seen, d.last_payload_at, d.api_key_hash, d.metadata)
-            if self.devices.get(d.id) != now[d.id]:
-                events.append(("device", live_view(d)))
+        if changed:
+            rows = await Device.filter(id__in=changed).order_by("id")
+            events += [("device", live_view(d)) for d in rows]
         events += [("removed", {"id": gone}) for gone in sorted(self.devices.keys() - now.keys())]
         self.devices = now
         if self.device_id is not None and now:
-            latest = await Command.filter(device_id=self.device_id).order_by("-id").limit(COMMANDS)
-            seen: dict[str, tuple[Any, ...]] = {}
-            for cmd in reversed(latest):
-                view = command_view(cmd)
-                seen[cmd.req_id] = (view["status"], view["answered_at"])
-                if self.commands.get(cmd.req_id) != seen[cmd.req_id]:
-                    events.append(("command", view))
-            self.commands = seen
+            events += await self._commands()
+        return events
+
+    async def _commands(self) -> list[tuple[str, dict[str, Any]]]:
+        latest = await Command.filter(device_id=self.device_id).order_by("-id").limit(COMMANDS)
+        events = []
+        seen: dict[str, tuple[Any, ...]] = {}
+        for cmd in reversed(latest):
+            view = command_view(cmd)
+            seen[cmd.req_id] = (view["status"], view["answered_at"])
+            if self.commands.get(cmd.req_id) != seen[cmd.req_id]:
+                events.append(("command", view))
+        self.commands = seen
         return events

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from handlers.accounts import Principal, authenticate_jwt
 from handlers.errors import Unauthorized
-from handlers.live import LiveEvent, LiveQuery, Watch
+from handlers.live import Hub, LiveEvent, LiveQuery, Watch
 from http_api.endpoint import Endpoint
 from http_api.state import bearer, ctx_of
 
@@ -31,6 +31,7 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 STREAMS = web.AppKey("console_streams", set)  # of asyncio.Event: set at shutdown, the streams end
+HUB = web.AppKey("console_hub", Hub)
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:
@@ -55,7 +56,7 @@ async def console_events(request: web.Request, who: Principal, query: LiveQuery)
             except Unauthorized as exc:
                 await resp.write(_event("end", {"code": exc.code}))
                 break
-            events = await watch.changes(who)
+            events = await watch.changes(who, request.app[HUB])
             for name, data in events:
                 await resp.write(_event(name, data))
             quiet = 0.0 if events else quiet + POLL_SECONDS
@@ -78,6 +79,7 @@ async def _end_streams(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     app[STREAMS] = set()
+    app[HUB] = Hub(POLL_SECONDS)
     app.on_shutdown.append(_end_streams)
 
 

@@ -389,11 +389,12 @@ async function adminPage(tab = "tokens") {
 async function usersPage() {
   const me = session.me;
   const box = h("div");
+  let search = "";
   async function load() {
-    const users = await api("GET", "/users/?limit=200");
+    const users = await api("GET", `/users/${qs({ limit: 200, search })}`);
     box.replaceChildren(table([["User", (u) => u.username], ["Name", (u) => `${u.first_name} ${u.last_name}`.trim()],
       ["Type", (u) => u.account_type], ["Status", (u) => state(u.account_status)], ["Last login", (u) => when(u.last_login)],
-      ["", (u) => (u.id === me.id ? h("span", { class: "muted" }, "you") : u.account_status === "active"
+      ["Actions", (u) => (u.id === me.id ? h("span", { class: "muted" }, "you") : u.account_status === "active"
         ? button("Deactivate", async () => { await api("POST", `/users/${u.id}/deactivate/`); notice(`${u.username} deactivated.`); await load(); }, "danger")
         : u.account_status === "inactive" ? button("Activate", async () => { await api("POST", `/users/${u.id}/activate/`); notice(`${u.username} activated.`); await load(); }) : ""), "actions"]],
     users.results, "No users in view."));
@@ -412,7 +413,8 @@ async function usersPage() {
     notice(`Invitation mailed to ${u.username}.`); await load();
   });
   const tenants = h("div");
-  render("Users", box, h("h2", {}, "Invite a user"), invite, tenants);
+  const find = form([field("Search users", { name: "search", type: "search" })], "Search", async (d) => { search = d.search; await load(); });
+  render("Users", find, box, h("h2", {}, "Invite a user"), invite, tenants);
   await load();
   for (const [path, title] of [["/partners/", "Partners"], ["/customers/", "Customers"]]) {
     const page = await api("GET", `${path}?limit=200`).catch(() => null);
@@ -472,16 +474,22 @@ async function gatewayLitePage() {
   async function load() {
     const [devices, fps, imports] = await Promise.all([api("GET", "/devices/?limit=500"), api("GET", "/integrations/gateway_lite/fingerprints"),
       api("GET", "/integrations/gateway_lite/import").catch(() => ({ results: [] }))]);
-    gwBox.replaceChildren(table([["EUID", (d) => d.username], ["Name", (d) => d.name], ["State", (d) => d.commission_state], ["", (d) => badge(d.online)],
-      ["", (d) => (d.commission_state === "customer_provisioned" ? button("Release", async () => {
-        await api("PUT", `/devices/${d.id}/release/`); notice(`${d.username} released.`); await load();
+    gwBox.replaceChildren(table([["EUID", (d) => d.username], ["Name", (d) => d.name], ["State", (d) => d.commission_state], ["Connection", (d) => badge(d.online)],
+      ["Actions", (d) => (d.commission_state === "customer_provisioned" ? button("Release", async () => {
+        await api("PUT", `/devices/${d.uuid}/release/`); notice(`${d.username} released.`); await load();
       }, "danger") : ""), "actions"]], devices.results.filter((d) => d.kind === "gateway_lite"), "No Gateway Lites."));
     fpBox.replaceChildren(table([["Fingerprint", (f) => f.fingerprint], ["Description", (f) => f.description],
-      ["", (f) => button("Delete", async () => { await api("DELETE", `/integrations/gateway_lite/fingerprints/${f.id}`); await load(); }, "danger"), "actions"]], fps, "No fingerprints."));
+      ["Actions", (f) => button("Delete", async () => { await api("DELETE", `/integrations/gateway_lite/fingerprints/${f.id}`); await load(); }, "danger"), "actions"]], fps, "No fingerprints."));
     impBox.replaceChildren(table([["File", (i) => i.csv_file], ["Started", (i) => when(i.created)], ["Status", (i) => state(i.status)],
       ["Progress", (i) => h("span", {}, h("progress", { max: i.total_rows || 1, value: i.processed_rows, "aria-label": `${i.csv_file} progress` }), ` ${i.processed_rows}/${i.total_rows}`)],
       ["Errors", (i) => i.error_message]], imports.results, "No imports."));
+    // An import under way: its progress is read again every second while the page is open.
+    clearTimeout(timer);
+    if (!gone && imports.results.some((i) => i.status === "pending" || i.status === "processing")) timer = setTimeout(() => load().catch(showError), 1000);
   }
+  let timer = null;
+  let gone = false;
+  leave.push(() => { gone = true; clearTimeout(timer); });
   const acquire = form([field("EUID or QR payload", { name: "euid", required: true, maxlength: 2000 })], "Acquire", async (d) => {
     const got = await api("POST", "/integrations/gateway_lite/acquire", { euid: d.euid.trim() });
     notice(`Acquired ${got.euid}: ${got.access_url}`); await load();
@@ -490,8 +498,7 @@ async function gatewayLitePage() {
     "Add fingerprint", async (d) => { await api("POST", "/integrations/gateway_lite/fingerprints", d); notice("Fingerprint added."); await load(); });
   const upload = form([field("Product id", { name: "product_id", required: true }), field("CSV file", { name: "csv_file", type: "file", accept: ".csv,text/csv", required: true })],
     "Upload import", async (d, f) => { await api("POST", "/integrations/gateway_lite/import", new FormData(f)); notice(`Import of ${d.csv_file.name} started.`); await load(); });
-  render("Gateway Lite", acquire, gwBox, h("h2", {}, "Fingerprints"), addFp, fpBox, h("h2", {}, "Imports"), upload, impBox,
-    h("p", {}, button("Refresh progress", load)));
+  render("Gateway Lite", acquire, gwBox, h("h2", {}, "Fingerprints"), addFp, fpBox, h("h2", {}, "Imports"), upload, impBox);
   await load();
 }
 
@@ -520,9 +527,9 @@ async function locksPage() {
     }
     const cards = [];
     for (const g of gateways.results) {
-      cards.push(h("section", { "aria-label": `Gateway ${g.name}` }, h("h2", {}, `${g.name} `, badge(g.online)),
+      cards.push(h("section", { "aria-label": `Gateway ${g.name}`, "data-thing": g.thing_id }, h("h2", {}, `${g.name} `, badge(g.online)),
         h("p", { class: "muted" }, `thing ${g.thing_id} · last seen ${when(g.last_seen)}`),
-        h("div", { class: "cards" }, await Promise.all(g.mailboxes.map(mailboxView))),
+        h("div", { class: "mailboxes" }, await Promise.all(g.mailboxes.map(mailboxView))),
         form([field("Mailbox name", { name: "name", required: true }), field("Public key", { name: "public_key", required: true })], "Add mailbox",
           async (d) => { await api("POST", `/iotlock/gateways/${g.id}/mailboxes`, d); notice(`Mailbox ${d.name} added.`); await load(); }),
         button("Remove gateway", async () => { if (confirm(`Remove ${g.name}?`)) await waitFor(await api("DELETE", `/iotlock/gateways/${g.id}`)); }, "danger")));
@@ -537,6 +544,12 @@ async function locksPage() {
   });
   render("Locks", add, secretBox, box);
   await load();
+  // The gateways are devices of the member who added them: their state arrives live on that
+  // member's stream (other members see it on their next look).
+  live({}, (name, d) => {
+    const section = name === "device" && d.kind === "lock_gateway" && box.querySelector(`section[data-thing="${CSS.escape(d.username)}"]`);
+    if (section) section.querySelector(".badge").replaceWith(badge(d.online));
+  });
 }
 
 // --- routing -----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from playwright.async_api import expect
 
 from tests.browser import chromium, log_in, new_page, overflows, shoot, unlabelled
 from tests.mqtt import Client
-from tests.support import PASSWORD, Server, new_user
+from tests.support import PASSWORD, Api, Server, new_user
 from tests.tenants import unique
 
 pytestmark = pytest.mark.timeout(180)
@@ -202,4 +202,38 @@ async def test_every_page_is_labelled_keyboard_usable_and_fits_a_phone(server: S
         assert not await unlabelled(page), hash_
         assert not await overflows(page), f"{hash_} is wider than a phone"
         assert await page.get_by_role("alert").text_content() == "", hash_
+        if hash_ == "devices":
+            await shoot(page, "phone-devices")
+    assert not page.js_errors  # type: ignore[attr-defined]
+
+
+async def test_users_page_invites_finds_and_deactivates(
+    server: Server, http: aiohttp.ClientSession, admin: Api, browser: Any
+) -> None:
+    target = await new_user(server, http, "leaver")
+    page = await new_page(browser)
+    await log_in(page, server.url, "admin@example.com")
+    await page.get_by_role("link", name="Users").click()
+    invited = f"{unique('invited')}@example.com"
+    await page.get_by_label("Email").fill(invited)
+    await page.get_by_label("First name").fill("Ina")
+    await page.get_by_role("button", name="Invite").click()
+    await expect(page.locator("#status")).to_have_text(f"Invitation mailed to {invited}.")
+    await page.get_by_label("Search users").fill(invited)
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.locator("main table tbody tr")).to_have_count(1)
+    await expect(page.locator("main table tbody")).to_contain_text("pending")
+
+    await page.get_by_label("Search users").fill(target.username)  # type: ignore[attr-defined]
+    await page.get_by_role("button", name="Search").click()
+    await expect(page.locator("main table tbody tr")).to_have_count(1)
+    await shoot(page, "users")
+    await page.get_by_role("button", name="Deactivate").click()
+    await expect(page.locator("main table tbody")).to_contain_text("inactive")
+    status, body = await target.call("POST", "/auth/login", {"username": target.username, "password": PASSWORD})  # type: ignore[attr-defined]
+    assert status == 401 and body["code"] == "account_not_active", body
+    # The same address again: the API's refusal, readable.
+    await page.get_by_label("Email").fill(invited)
+    await page.get_by_role("button", name="Invite").click()
+    await expect(page.get_by_role("alert")).to_contain_text("(")
     assert not page.js_errors  # type: ignore[attr-defined]

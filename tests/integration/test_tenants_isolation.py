@@ -41,7 +41,7 @@ TABLES = (
 )
 
 # (kind of case, method, path, body) per object kind; {id} is the object's id, {req} a command of it.
-# "read"/"write" name the object in the path (404 expected); "list" must leave it out; "ref" names it
+# "read"/"write"/"stream" name the object in the path (404 expected); "list" must leave it out; "ref" names it
 # in the body (answered like a missing id: 400 `invalid_reference`, or 403 without the permission).
 ROUTES: dict[str, list[tuple[str, str, str, Any]]] = {
     "partner": [
@@ -78,7 +78,10 @@ ROUTES: dict[str, list[tuple[str, str, str, Any]]] = {
         ("write", "POST", "/gateway/devices/{id}/commands", {"command": {"relay": 1}}),
         ("read", "GET", "/gateway/devices/{id}/commands", None),
         ("read", "GET", "/gateway/devices/{id}/commands/{req}", None),
+        ("write", "DELETE", "/gateway/devices/{id}/api_key", None),
         ("list", "GET", "/gateway/devices", None),
+        # The console's live stream of one device (an open stream never ends: not run for gooee).
+        ("stream", "GET", "/console/events?device={id}", None),
     ],
     "user": [
         ("read", "GET", "/users/{id}/permissions", None),
@@ -95,10 +98,10 @@ NOT_FOUND = {
 REF_NEEDS = {"/customers/": ("partner", "manage_customers"), "/user_groups/": (None, "manage_user_groups")}
 
 # The size the generation must come to:
-#   per set of five objects (partner 7 + customer 6 + group 5 + device 10 + user 1) = 29 routes;
-#   the PA users: PB's set = 29 each; the A1 users: PB's set + A2's set with PA = 58 each;
+#   per set of five objects (partner 7 + customer 6 + group 5 + device 12 + user 1) = 31 routes;
+#   the PA users: PB's set = 31 each; the A1 users: PB's set + A2's set with PA = 62 each;
 #   gooee: the reads and lists of PB's set = 2 + 2 + 2 + 7 + 1 = 14.
-EXPECTED_CASES = 14 + 2 * 29 + 2 * 58
+EXPECTED_CASES = 14 + 2 * 31 + 2 * 62
 
 
 @dataclass(frozen=True)
