@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
 from handlers.accounts import Principal
 from handlers.context import Context
@@ -17,7 +19,7 @@ from handlers.errors import Conflict, NotFound, Unauthorized
 from handlers.secrets import digest, digest_matches
 from handlers.tenancy import devices_seen_by, has_tenant, require
 from handlers.views import Timestamp, View
-from models.devices import DEVICE_KINDS, Device, DeviceClaim
+from models.devices import DEVICE_KINDS, Device, DeviceClaim, ProvisioningToken
 
 # MQTT usernames become topic levels: no wildcards, no separators, nothing reserved.
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")
@@ -173,6 +175,10 @@ async def revoke_api_key(principal: Principal, device_id: int) -> list[Effect]:
     )
     if not revoked:
         raise Conflict(f"device {device.id} has no API key", code="no_api_key")
+    # A token issued before the revocation would hand out a new key: it expires now too.
+    now = datetime.now(UTC)
+    unused = ProvisioningToken.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), device_id=device.id)
+    await unused.filter(used_at__isnull=True).update(expires_at=now)
     return [DisconnectDevice(device.username, "api key revoked")]
 
 

@@ -121,11 +121,14 @@ class Watch:
         changed = [i for i, state in now.items() if self.devices.get(i) != state]
         events: list[tuple[str, dict[str, Any]]] = []
         if changed:
-            rows = await Device.filter(id__in=changed).order_by("id")
+            # Read through the scope again: a device that left it since the last re-read is gone.
+            rows = await Device.filter(devices_seen_by(principal), id__in=changed).order_by("id")
             events += [("device", live_view(d)) for d in rows]
+            for lost in set(changed) - {d.id for d in rows}:
+                del now[lost]
         events += [("removed", {"id": gone}) for gone in sorted(self.devices.keys() - now.keys())]
         self.devices = now
-        if self.device_id is not None and now:
+        if self.device_id is not None and self.device_id in now:
             events += await self._commands()
         return events
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from handlers.live import Hub, LiveEvent, LiveQuery, Watch
 from http_api.endpoint import Endpoint
 from http_api.state import bearer, ctx_of
 
+log = logging.getLogger(__name__)
 FILES = Path(__file__).with_name("console")
 ASSETS = ("console.js", "console.css", "favicon.svg")
 POLL_SECONDS = 1.0  # how often a stream looks for changes
@@ -67,6 +69,11 @@ async def console_events(request: web.Request, who: Principal, query: LiveQuery)
                 await asyncio.wait_for(stop.wait(), POLL_SECONDS)
     except ConnectionError:
         pass  # the page was closed
+    except Exception:
+        # The answer has begun: no error response can follow. Say so in the stream and end it.
+        log.warning("console stream failed", exc_info=True)
+        with contextlib.suppress(ConnectionError):
+            await resp.write(_event("end", {"code": "internal"}))
     finally:
         request.app[STREAMS].discard(stop)
     return resp

@@ -157,7 +157,8 @@ ENDPOINTS = [
         {204: None},
         errors=(403, 404, 409),
         tag="provisioning",
-        description="A new provisioning token, once claimed, gives the device a new key (a claim always "
+        description="Unused provisioning tokens of the device expire with it. A new provisioning token, once "
+        "claimed, gives the device a new key (a claim always "
         "replaces the key). 409 `no_api_key`: the device has none, or its kind logs in otherwise (Gateway Lite, "
         "accessory). 403 `permission_denied`: a partner or customer user without `change_device`.",
     ),

@@ -59,12 +59,16 @@ function when(iso) { return iso ? new Date(iso).toLocaleString() : "never"; }
 function json(value) { return h("pre", {}, JSON.stringify(value, null, 1)); }
 function badge(online) { return h("span", { class: `badge ${online ? "online" : "offline"}` }, online ? "online" : "offline"); }
 function state(s) { return h("span", { class: `st-${s}` }, s); }
-function render(title, ...kids) {
+let generation = 0; // counts page changes: a page still loading when the user moved on is stale
+const STALE = new Error("stale page");
+function render(gen, title, ...kids) {
+  if (gen !== generation) throw STALE;
   main.replaceChildren(h("h1", {}, title), ...kids);
   document.title = `${title} · Gatehouse console`;
 }
 function notice(text) { alertBox.replaceChildren(); statusBox.textContent = text; }
 function showError(err) {
+  if (err === STALE) return;
   statusBox.textContent = "";
   const lines = (err.fields || []).map((e) => h("li", {}, `${e.field}: ${e.message}`));
   alertBox.replaceChildren(h("strong", {}, err.message || String(err)), ...(lines.length ? [h("ul", {}, lines)] : []));
@@ -117,34 +121,41 @@ function qs(params) {
 }
 
 // Live updates: GET /console/events read with fetch (it sends the Authorization header), events
-// parsed as they come; reconnects after a dropped stream or an expired token.
-function live(query, onEvent) {
+// parsed as they come. Reconnects after a dropped stream, an `end` (fresh token first) or a 5xx,
+// waiting longer each time (1 s to 30 s); a 4xx other than 401 is shown and ends it.
+function live(gen, query, onEvent) {
+  if (gen !== generation) throw STALE;
   const ctl = new AbortController();
   let stopped = false;
   async function run() {
+    let wait = 1000;
     while (!stopped) {
-      let again = 1000;
+      let reader = null;
       try {
         const resp = await fetch(`/console/events${qs(query)}`, { headers: { Authorization: `Bearer ${session.access}` }, signal: ctl.signal });
         if (resp.status === 401) { if (!(await refreshTokens())) { location.hash = "#/login"; return; } continue; }
-        if (!resp.ok) { showError(new ApiError(resp.status, await resp.json().catch(() => null))); return; }
-        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += value;
-          let cut;
-          while ((cut = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-            const name = (block.match(/^event: (.*)$/m) || [])[1];
-            const data = (block.match(/^data: (.*)$/m) || [])[1];
-            if (name === "end") { await refreshTokens(); again = 0; }
-            else if (name && data) onEvent(name, JSON.parse(data));
+        if (resp.status >= 400 && resp.status < 500) { showError(new ApiError(resp.status, await resp.json().catch(() => null))); return; }
+        if (resp.ok) {
+          reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            wait = 1000; // it works again
+            buffer += value;
+            let cut;
+            while ((cut = buffer.indexOf("\n\n")) >= 0) {
+              const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+              const name = (block.match(/^event: (.*)$/m) || [])[1];
+              const data = (block.match(/^data: (.*)$/m) || [])[1];
+              if (name === "end") await refreshTokens();
+              else if (name && data && !stopped) onEvent(name, JSON.parse(data));
+            }
           }
         }
-      } catch (err) { if (stopped) return; }
-      await new Promise((r) => setTimeout(r, again));
+      } catch { if (stopped) return; } finally { if (reader) reader.cancel().catch(() => {}); }
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 30000);
     }
   }
   run();
@@ -173,6 +184,7 @@ async function logout() {
 }
 
 function loginPage() {
+  const gen = generation;
   let needCode = false;
   const codeSlot = h("div");
   const f = form([field("Email", { name: "username", type: "email", autocomplete: "username", required: true }),
@@ -196,11 +208,12 @@ function loginPage() {
     clearMessages();
     location.hash = "#/devices";
   }, "stack");
-  render("Log in", f, h("p", { class: "muted" }, "The same account as the REST API and the mobile apps."));
+  render(gen, "Log in", f, h("p", { class: "muted" }, "The same account as the REST API and the mobile apps."));
   f.querySelector("input").focus();
 }
 
 async function devicesPage() {
+  const gen = generation;
   const rows = new Map();
   const tbody = h("tbody");
   const list = h("div", { class: "table" }, h("table", {}, h("thead", {}, h("tr", {},
@@ -217,12 +230,12 @@ async function devicesPage() {
     field("Kind", { name: "kind", options: [["esp32", "ESP32"], ["gateway_lite", "Gateway Lite"], ["lock_gateway", "Lock gateway"], ["mailbox", "Mailbox"]] })],
   "Create device", async (data) => {
     const d = await api("POST", "/gateway/devices", data);
-    notice(`Device ${d.name} created: issue its provisioning token on its page.`);
+    noticeNext(`Device ${d.name} created: issue its provisioning token on its page.`);
     location.hash = `#/devices/${d.id}`;
   });
-  render("Devices", list, h("h2", {}, "New device"), create);
+  render(gen, "Devices", list, h("h2", {}, "New device"), create);
   for (const d of (await api("GET", "/gateway/devices")).results) upsert(d);
-  live({}, (name, data) => {
+  live(gen, {}, (name, data) => {
     if (name === "device") upsert(data);
     if (name === "removed" && rows.has(data.id)) { rows.get(data.id).remove(); rows.delete(data.id); }
   });
@@ -259,6 +272,7 @@ function chart(points, label) {
 }
 
 async function devicePage(id) {
+  const gen = generation;
   const device = await api("GET", `/gateway/devices/${id}`);
   const head = h("div");
   const latestBox = h("div", { class: "cards", "aria-live": "polite" });
@@ -283,13 +297,13 @@ async function devicePage(id) {
     at ? h("p", { class: "muted" }, `received ${when(at)}`) : "");
   }
   function drawChart() {
-    const keys = [...new Set(samples.flatMap(([, p]) => Object.keys(numbers(p))))];
+    const keys = [...new Set(samples.flatMap(([, p]) => Object.keys(numbers(p))))].sort();
     if (!metric || !keys.includes(metric)) metric = keys[0] || null;
     const points = metric ? samples.map(([t, p]) => [t, numbers(p)[metric]]).filter(([, v]) => typeof v === "number") : [];
     const pick = field("Value", { options: keys.map((k) => [k, k]), value: metric });
     pick.querySelector("select").addEventListener("change", (ev) => { metric = ev.target.value; drawChart(); });
     const period = field("Range", { options: RANGES, value: range });
-    period.querySelector("select").addEventListener("change", (ev) => { range = ev.target.value; loadHistory(); });
+    period.querySelector("select").addEventListener("change", (ev) => { range = ev.target.value; loadHistory().catch(showError); });
     chartBox.replaceChildren(h("div", { class: "tabs" }, period, keys.length ? pick : ""),
       points.length ? chart(points, metric) : h("p", { class: "muted" }, "No samples in this range."));
   }
@@ -337,7 +351,7 @@ async function devicePage(id) {
     commands.set(c.req_id, c); drawCommands();
     notice(`Command ${c.req_id}: ${c.status}`);
   });
-  render(device.name, head, h("h2", {}, "Latest values"), latestBox, h("h2", {}, "History"), chartBox,
+  render(gen, device.name, head, h("h2", {}, "Latest values"), latestBox, h("h2", {}, "History"), chartBox,
     h("h2", {}, "Commands"), send, commandsBox, h("h2", {}, "Provisioning"), issue, tokenBox, h("p", {}, revoke),
     h("h3", {}, "Last 50 claims"), claimsBox,
     h("p", {}, button("Delete device", async () => {
@@ -349,23 +363,29 @@ async function devicePage(id) {
   drawLatest(latest.payload, latest.received_at);
   await Promise.all([loadHistory(), loadClaims()]);
   let lastAt = latest.received_at;
-  live({ device: id }, (name, data) => {
+  // A claim changes the key and the metadata, and drops the device's connection: read the claims
+  // again then, not on every sample.
+  const claimState = (d) => JSON.stringify([d.has_api_key, d.metadata, d.online]);
+  let lastClaimState = claimState(device);
+  live(gen, { device: id }, (name, data) => {
     if (name === "device") {
       drawHead(data);
-      if (data.last_payload_at && data.last_payload_at !== lastAt) {
+      if (data.last_payload_at && (!lastAt || Date.parse(data.last_payload_at) > Date.parse(lastAt))) {
         lastAt = data.last_payload_at;
         drawLatest(data.last_payload, data.last_payload_at);
-        samples.push([Date.parse(data.last_payload_at), data.last_payload]); drawChart();
-        if (!data.has_api_key) return;
+        const from = Date.now() - Number(range) * 60000;
+        samples = [...samples.filter(([t]) => t >= from), [Date.parse(data.last_payload_at), data.last_payload]];
+        drawChart();
       }
-      loadClaims().catch(() => {});
+      if (claimState(data) !== lastClaimState) { lastClaimState = claimState(data); loadClaims().catch(showError); }
     }
     if (name === "command") { commands.set(data.req_id, data); drawCommands(); }
-    if (name === "removed") { notice("This device was deleted."); location.hash = "#/devices"; }
+    if (name === "removed") { noticeNext("This device was deleted."); location.hash = "#/devices"; }
   });
 }
 
 async function adminPage(tab = "tokens") {
+  const gen = generation;
   const tabs = { tokens: "Issued tokens", credentials: "Credentials", telemetry: "Telemetry samples" };
   const columns = {
     tokens: [["Device", (t) => `${t.device_name} (${t.device})`], ["Notes", (t) => t.notes], ["Issued", (t) => when(t.created)],
@@ -379,14 +399,15 @@ async function adminPage(tab = "tokens") {
     const page = await api("GET", `/admin/${tab}${qs({ search, limit: 100 })}`);
     box.replaceChildren(table(columns[tab], page.results, "No matches."), page.next_cursor ? h("p", { class: "muted" }, "Showing the newest 100.") : "");
   }
-  render("Admin", h("div", { class: "tabs", role: "tablist" }, Object.entries(tabs).map(([id, title]) =>
-    h("button", { type: "button", role: "tab", "aria-selected": String(id === tab), onclick: () => adminPage(id) }, title))),
+  render(gen, "Admin", h("div", { class: "tabs", role: "tablist" }, Object.entries(tabs).map(([id, title]) =>
+    h("button", { type: "button", role: "tab", "aria-selected": String(id === tab), onclick: () => adminPage(id).catch(showError) }, title))),
   h("p", { class: "muted" }, "Read only, across every tenant. Token values and keys are never shown."),
   form([field("Search device name or username", { name: "search", type: "search" })], "Search", (d) => load(d.search)), box);
   await load("");
 }
 
 async function usersPage() {
+  const gen = generation;
   const me = session.me;
   const box = h("div");
   let search = "";
@@ -408,13 +429,13 @@ async function usersPage() {
     if (data.first_name) body.first_name = data.first_name;
     if (data.last_name) body.last_name = data.last_name;
     if (me.account_type !== "gooee") { if (me.partner) body.partner = me.partner; if (me.customer) body.customer = me.customer; }
-    else if (data.tenant) body[data.account_type] = data.tenant;
+    else if (data.tenant && data.account_type !== "gooee") body[data.account_type] = data.tenant;
     const u = await api("POST", "/users/?portal=true", body);
     notice(`Invitation mailed to ${u.username}.`); await load();
   });
   const tenants = h("div");
   const find = form([field("Search users", { name: "search", type: "search" })], "Search", async (d) => { search = d.search; await load(); });
-  render("Users", find, box, h("h2", {}, "Invite a user"), invite, tenants);
+  render(gen, "Users", find, box, h("h2", {}, "Invite a user"), invite, tenants);
   await load();
   for (const [path, title] of [["/partners/", "Partners"], ["/customers/", "Customers"]]) {
     const page = await api("GET", `${path}?limit=200`).catch(() => null);
@@ -424,6 +445,7 @@ async function usersPage() {
 }
 
 async function profilePage() {
+  const gen = generation;
   const me = await api("GET", "/me");
   sessionStorage.setItem("gh.me", JSON.stringify(me));
   const prefs = await api("GET", `/users/${me.id}/preferences`);
@@ -464,12 +486,13 @@ async function profilePage() {
       }));
     }));
   }
-  render("Profile", h("p", {}, `${me.username} · ${me.account_type}`), profile, h("h2", {}, "Preferences"), preferences,
+  render(gen, "Profile", h("p", {}, `${me.username} · ${me.account_type}`), profile, h("h2", {}, "Preferences"), preferences,
     h("h2", {}, "Two-factor authentication"), tfaBox);
   drawTfa(tfa);
 }
 
 async function gatewayLitePage() {
+  const gen = generation;
   const gwBox = h("div"); const fpBox = h("div"); const impBox = h("div");
   async function load() {
     const [devices, fps, imports] = await Promise.all([api("GET", "/devices/?limit=500"), api("GET", "/integrations/gateway_lite/fingerprints"),
@@ -498,11 +521,12 @@ async function gatewayLitePage() {
     "Add fingerprint", async (d) => { await api("POST", "/integrations/gateway_lite/fingerprints", d); notice("Fingerprint added."); await load(); });
   const upload = form([field("Product id", { name: "product_id", required: true }), field("CSV file", { name: "csv_file", type: "file", accept: ".csv,text/csv", required: true })],
     "Upload import", async (d, f) => { await api("POST", "/integrations/gateway_lite/import", new FormData(f)); notice(`Import of ${d.csv_file.name} started.`); await load(); });
-  render("Gateway Lite", acquire, gwBox, h("h2", {}, "Fingerprints"), addFp, fpBox, h("h2", {}, "Imports"), upload, impBox);
+  render(gen, "Gateway Lite", acquire, gwBox, h("h2", {}, "Fingerprints"), addFp, fpBox, h("h2", {}, "Imports"), upload, impBox);
   await load();
 }
 
 async function locksPage() {
+  const gen = generation;
   const box = h("div"); const secretBox = h("div");
   async function waitFor(cmd) {
     notice(`${cmd.action} sent: ${cmd.status}…`);
@@ -542,24 +566,28 @@ async function locksPage() {
       json({ host: g.mqtt.host, port: g.mqtt.port, tls_port: g.mqtt.tls_port, client_id: g.mqtt.client_id, username: g.mqtt.username, password: g.mqtt.password })));
     await load();
   });
-  render("Locks", add, secretBox, box);
+  render(gen, "Locks", add, secretBox, box);
   await load();
   // The gateways are devices of the member who added them: their state arrives live on that
   // member's stream (other members see it on their next look).
-  live({}, (name, d) => {
+  live(gen, {}, (name, d) => {
     const section = name === "device" && d.kind === "lock_gateway" && box.querySelector(`section[data-thing="${CSS.escape(d.username)}"]`);
     if (section) section.querySelector(".badge").replaceWith(badge(d.online));
   });
 }
 
 // --- routing -----------------------------------------------------------------------------------
+let carried = null; // a notice for the next page (set just before changing it)
+function noticeNext(text) { carried = text; }
 async function route() {
   for (const stop of leave) stop();
   leave = [];
+  const gen = ++generation;
   const [, page = "devices", id] = location.hash.replace(/^#\/?/, "#").split(/[#/]/);
   if (!session.access && page !== "login") { location.hash = "#/login"; return; }
   drawNav(page);
   clearMessages();
+  if (carried) { notice(carried); carried = null; }
   main.setAttribute("aria-busy", "true");
   try {
     if (page === "login") loginPage();
@@ -570,10 +598,12 @@ async function route() {
     else if (page === "profile") await profilePage();
     else if (page === "gateway-lite") await gatewayLitePage();
     else if (page === "locks") await locksPage();
-    else render("Not found", h("p", {}, "No such page. "), h("a", { href: "#/devices" }, "Devices"));
+    else render(gen, "Not found", h("p", {}, "No such page. "), h("a", { href: "#/devices" }, "Devices"));
   } catch (err) {
+    if (err === STALE || gen !== generation) return; // another page has taken over
     showError(err);
   }
+  if (gen !== generation) return;
   main.setAttribute("aria-busy", "false");
   if (!main.contains(document.activeElement)) main.focus();
 }

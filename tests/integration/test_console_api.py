@@ -86,8 +86,10 @@ async def test_a_stream_starts_with_the_callers_devices_and_follows_telemetry_an
         # Bob's stream: his own device, never alice's, however long it runs.
         seen = [d.get("id") for _, d in await other.drain(2.5)]
         assert bobs["id"] in seen and device["id"] not in seen
-    status, _ = await alice.call("DELETE", f"/gateway/devices/{device['id']}")
-    assert status == 204
+        # Deleted: gone from the page within a re-read of its scope (5 s).
+        status, _ = await alice.call("DELETE", f"/gateway/devices/{device['id']}")
+        assert status == 204
+        await stream.until(lambda n, d: n == "removed" and d == {"id": device["id"]})
 
 
 async def test_a_device_stream_follows_its_commands_and_nothing_else(server: Server, alice: Api) -> None:
@@ -151,6 +153,7 @@ async def test_provisioning_answers_the_claim_payload_and_its_qr_code(server: Se
 
 async def test_revoking_a_key_cuts_the_device_off_until_a_new_claim(server: Server, alice: Api, bob: Api) -> None:
     device, key = await alice.claimed_device(unique("revoked"))
+    spare = await alice.provision(device["id"])  # issued before the revocation: void after it
     client = Client()
     assert await client.connect(server.mqtt_port, device["username"], key) == 0
     path = f"/gateway/devices/{device['id']}/api_key"
@@ -168,6 +171,8 @@ async def test_revoking_a_key_cuts_the_device_off_until_a_new_claim(server: Serv
     assert status == 409 and body["code"] == "no_api_key"
     _, view = await alice.call("GET", f"/gateway/devices/{device['id']}")
     assert view["has_api_key"] is False
+    status, body = await alice.claim(spare)
+    assert status == 410 and body["code"] == "token_expired", body
     # A new token, claimed, replaces the key.
     status, claimed = await alice.claim(await alice.provision(device["id"]))
     assert status == 200

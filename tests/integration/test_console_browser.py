@@ -89,6 +89,7 @@ async def test_the_story_token_claim_live_telemetry_command_and_another_tenant(
             body = json.dumps({"temperature": value, "humidity": 40})
             assert await device.publish(f"devices/{username}/telemetry", body, qos=1)
             await expect(page.locator("[data-metric=temperature] .v")).to_have_text(str(value))
+        await page.get_by_label("Value").select_option("temperature")
         await expect(page.locator("svg.chart polyline")).to_have_count(1)
         await expect(page.get_by_role("img", name="temperature: 2 samples")).to_be_visible()
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import queue
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -79,10 +80,11 @@ async def test_gateway_lite_import_acquire_by_qr_payload_fingerprint_and_release
     await user.get_by_label("EUID or QR payload").fill("no-such-euid")
     await user.get_by_role("button", name="Acquire").click()
     await expect(user.get_by_role("alert")).not_to_be_empty()
-    await user.get_by_label("Fingerprint (32 hex digits)").fill("0123456789abcdef0123456789ABCDEF")
+    fingerprint = uuid.uuid4().hex  # fingerprints are unique server-wide: one of this test's own
+    await user.get_by_label("Fingerprint (32 hex digits)").fill(fingerprint.upper())
     await user.get_by_label("Description").fill("front door")
     await user.get_by_role("button", name="Add fingerprint").click()
-    await expect(user.locator("main")).to_contain_text("0123456789abcdef0123456789abcdef")
+    await expect(user.locator("main")).to_contain_text(fingerprint)  # stored in lower case
     await shoot(user, "gateway-lite")
     await user.get_by_role("button", name="Release").click()
     await expect(user.locator("#status")).to_have_text(f"{euid} released.")
@@ -118,7 +120,8 @@ async def test_locks_gateway_mailbox_pin_unlock_and_history(
     firmware = asyncio.create_task(serve(gateway))
     try:
         section = page.get_by_role("region", name="Gateway porch")
-        await expect(section.locator(".badge")).to_have_text("online")
+        # A device new to the page's scope joins its stream at the next re-read (within 5 s).
+        await expect(section.locator(".badge")).to_have_text("online", timeout=15_000)
         await section.get_by_label("Mailbox name").fill("front")
         await section.get_by_label("Public key").fill("mpk-front")
         await section.get_by_role("button", name="Add mailbox").click()
